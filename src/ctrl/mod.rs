@@ -1,0 +1,3 @@
+//! The control channel: its wire protocol and the handling of each command.
+
+pub mod protocol;
