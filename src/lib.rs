@@ -1,7 +1,12 @@
 //! vtpm: a virtual TPM backend for QEMU and libvirt, a drop-in replacement for swtpm
 //! built on the system libtpms.
 
+pub mod cli;
 pub mod ctrl;
+pub mod daemon;
+pub mod emulator;
+pub mod io;
 pub mod libtpms;
+pub mod log;
 pub mod state;
 pub mod tpm;

@@ -1,3 +1,5 @@
-//! The control channel: its wire protocol and the handling of each command.
+//! The control channel: its wire protocol, reading requests, and handling them.
 
+pub mod connection;
+pub mod handler;
 pub mod protocol;

@@ -49,9 +49,25 @@ impl Command {
     pub fn from_code(code: u32) -> Option<Command> {
         use Command::*;
         const ALL: [Command; 19] = [
-            GetCapability, Init, Shutdown, GetTpmEstablished, SetLocality, HashStart, HashData,
-            HashEnd, CancelTpmCmd, StoreVolatile, ResetTpmEstablished, GetStateBlob,
-            SetStateBlob, Stop, GetConfig, SetDatafd, SetBufferSize, GetInfo, LockStorage,
+            GetCapability,
+            Init,
+            Shutdown,
+            GetTpmEstablished,
+            SetLocality,
+            HashStart,
+            HashData,
+            HashEnd,
+            CancelTpmCmd,
+            StoreVolatile,
+            ResetTpmEstablished,
+            GetStateBlob,
+            SetStateBlob,
+            Stop,
+            GetConfig,
+            SetDatafd,
+            SetBufferSize,
+            GetInfo,
+            LockStorage,
         ];
         ALL.into_iter().find(|cmd| *cmd as u32 == code)
     }
@@ -119,24 +135,49 @@ pub const INFO_CHUNK: usize = 3072;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     GetCapability,
-    Init { flags: u32 },
+    Init {
+        flags: u32,
+    },
     Shutdown,
     GetTpmEstablished,
-    SetLocality { locality: u8 },
+    SetLocality {
+        locality: u8,
+    },
     HashStart,
-    HashData { length: u32, first: &'a [u8] },
+    HashData {
+        length: u32,
+        first: &'a [u8],
+    },
     HashEnd,
     CancelTpmCmd,
     StoreVolatile,
-    ResetTpmEstablished { locality: u8 },
-    GetStateBlob { flags: u32, blob_type: u32, offset: u32 },
-    SetStateBlob { flags: u32, blob_type: u32, length: u32, first: &'a [u8] },
+    ResetTpmEstablished {
+        locality: u8,
+    },
+    GetStateBlob {
+        flags: u32,
+        blob_type: u32,
+        offset: u32,
+    },
+    SetStateBlob {
+        flags: u32,
+        blob_type: u32,
+        length: u32,
+        first: &'a [u8],
+    },
     Stop,
     GetConfig,
     SetDatafd,
-    SetBufferSize { size: u32 },
-    GetInfo { flags: u64, offset: u32 },
-    LockStorage { retries: u32 },
+    SetBufferSize {
+        size: u32,
+    },
+    GetInfo {
+        flags: u64,
+        offset: u32,
+    },
+    LockStorage {
+        retries: u32,
+    },
 }
 
 fn be32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -147,7 +188,9 @@ fn be32(bytes: &[u8], at: usize) -> Option<u32> {
 /// received so far (at least the code). Only a few commands wait for their body;
 /// everything else is handled with whatever arrived together with the code.
 pub fn wanted_len(received: &[u8]) -> usize {
-    let Some(code) = be32(received, 0) else { return 4 };
+    let Some(code) = be32(received, 0) else {
+        return 4;
+    };
     let with_announced = |fixed: usize, len_at: usize| match be32(received, len_at) {
         Some(len) => (fixed as u64 + u64::from(len)).min(REQUEST_BUFFER as u64) as usize,
         None => fixed,
@@ -206,7 +249,11 @@ pub fn decode(cmd: Command, body: &[u8]) -> Result<Request<'_>, u32> {
         }
         Command::GetStateBlob => {
             at_least(12)?;
-            Ok(Request::GetStateBlob { flags: word(0)?, blob_type: word(4)?, offset: word(8)? })
+            Ok(Request::GetStateBlob {
+                flags: word(0)?,
+                blob_type: word(4)?,
+                offset: word(8)?,
+            })
         }
         Command::SetStateBlob => {
             at_least(12)?;
@@ -215,13 +262,21 @@ pub fn decode(cmd: Command, body: &[u8]) -> Result<Request<'_>, u32> {
             if first.len() as u64 > u64::from(length) {
                 return Err(BAD);
             }
-            Ok(Request::SetStateBlob { flags: word(0)?, blob_type: word(4)?, length, first })
+            Ok(Request::SetStateBlob {
+                flags: word(0)?,
+                blob_type: word(4)?,
+                length,
+                first,
+            })
         }
         Command::SetBufferSize => Ok(Request::SetBufferSize { size: word(0)? }),
         Command::GetInfo => {
             at_least(16)?;
             let flags = u64::from(word(0)?) << 32 | u64::from(word(4)?);
-            Ok(Request::GetInfo { flags, offset: word(8)? })
+            Ok(Request::GetInfo {
+                flags,
+                offset: word(8)?,
+            })
         }
         Command::LockStorage => Ok(Request::LockStorage { retries: word(0)? }),
     }
@@ -286,11 +341,26 @@ mod tests {
     fn exact_size_commands_refuse_extra_bytes() {
         assert_eq!(decode(Command::Stop, &[]), Ok(Request::Stop));
         assert_eq!(decode(Command::Stop, &[0]), Err(result::TPM_BAD_PARAMETER));
-        assert_eq!(decode(Command::GetConfig, &[0]), Err(result::TPM_BAD_PARAMETER));
-        assert_eq!(decode(Command::Init, &[0, 0, 0, 1]), Ok(Request::Init { flags: 1 }));
-        assert_eq!(decode(Command::Init, &[0; 8]), Err(result::TPM_BAD_PARAMETER));
-        assert_eq!(decode(Command::Init, &[0; 3]), Err(result::TPM_BAD_PARAMETER));
-        assert_eq!(decode(Command::GetCapability, &[1, 2, 3]), Ok(Request::GetCapability));
+        assert_eq!(
+            decode(Command::GetConfig, &[0]),
+            Err(result::TPM_BAD_PARAMETER)
+        );
+        assert_eq!(
+            decode(Command::Init, &[0, 0, 0, 1]),
+            Ok(Request::Init { flags: 1 })
+        );
+        assert_eq!(
+            decode(Command::Init, &[0; 8]),
+            Err(result::TPM_BAD_PARAMETER)
+        );
+        assert_eq!(
+            decode(Command::Init, &[0; 3]),
+            Err(result::TPM_BAD_PARAMETER)
+        );
+        assert_eq!(
+            decode(Command::GetCapability, &[1, 2, 3]),
+            Ok(Request::GetCapability)
+        );
     }
 
     #[test]
@@ -299,29 +369,58 @@ mod tests {
             decode(Command::SetLocality, &[3, 0, 0, 0]),
             Ok(Request::SetLocality { locality: 3 })
         );
-        assert_eq!(decode(Command::SetLocality, &[]), Err(result::TPM_BAD_PARAMETER));
-        assert_eq!(decode(Command::SetBufferSize, &[0; 3]), Err(result::TPM_BAD_PARAMETER));
-        assert_eq!(decode(Command::GetInfo, &[0; 15]), Err(result::TPM_BAD_PARAMETER));
+        assert_eq!(
+            decode(Command::SetLocality, &[]),
+            Err(result::TPM_BAD_PARAMETER)
+        );
+        assert_eq!(
+            decode(Command::SetBufferSize, &[0; 3]),
+            Err(result::TPM_BAD_PARAMETER)
+        );
+        assert_eq!(
+            decode(Command::GetInfo, &[0; 15]),
+            Err(result::TPM_BAD_PARAMETER)
+        );
         let mut info = vec![0; 16];
         info[7] = 3;
         info[11] = 10;
-        assert_eq!(decode(Command::GetInfo, &info), Ok(Request::GetInfo { flags: 3, offset: 10 }));
-        assert_eq!(decode(Command::LockStorage, &[0, 0, 1, 44]), Ok(Request::LockStorage { retries: 300 }));
+        assert_eq!(
+            decode(Command::GetInfo, &info),
+            Ok(Request::GetInfo {
+                flags: 3,
+                offset: 10
+            })
+        );
+        assert_eq!(
+            decode(Command::LockStorage, &[0, 0, 1, 44]),
+            Ok(Request::LockStorage { retries: 300 })
+        );
     }
 
     #[test]
     fn hash_data_refuses_more_bytes_than_announced() {
         assert_eq!(
             decode(Command::HashData, &[0, 0, 0, 2, 1, 2]),
-            Ok(Request::HashData { length: 2, first: &[1, 2] })
+            Ok(Request::HashData {
+                length: 2,
+                first: &[1, 2]
+            })
         );
-        assert_eq!(decode(Command::HashData, &[0, 0, 0, 2, 1, 2, 3]), Err(result::TPM_BAD_PARAMETER));
+        assert_eq!(
+            decode(Command::HashData, &[0, 0, 0, 2, 1, 2, 3]),
+            Err(result::TPM_BAD_PARAMETER)
+        );
     }
 
     #[test]
     fn set_stateblob_refuses_more_bytes_than_announced() {
-        let body = [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
-        assert_eq!(decode(Command::SetStateBlob, &body), Err(result::TPM_BAD_PARAMETER));
+        let body = [
+            0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        assert_eq!(
+            decode(Command::SetStateBlob, &body),
+            Err(result::TPM_BAD_PARAMETER)
+        );
     }
 
     #[test]
@@ -333,14 +432,26 @@ mod tests {
         assert_eq!(wanted_len(&req(0x11, &[])), 4);
         assert_eq!(wanted_len(&req(0x07, &[0, 0, 0, 3])), 11);
         assert_eq!(wanted_len(&req(0x0D, &[0; 8])), 16);
-        assert_eq!(wanted_len(&req(0x0D, &[0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0])), REQUEST_BUFFER);
-        assert_eq!(wanted_len(&req(0x0D, &[0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff])), REQUEST_BUFFER);
+        assert_eq!(
+            wanted_len(&req(0x0D, &[0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0])),
+            REQUEST_BUFFER
+        );
+        assert_eq!(
+            wanted_len(&req(
+                0x0D,
+                &[0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]
+            )),
+            REQUEST_BUFFER
+        );
     }
 
     #[test]
     fn info_offsets() {
         let text = b"{}\0";
-        assert_eq!(info_response(text, 0), [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, b'{', b'}', 0]);
+        assert_eq!(
+            info_response(text, 0),
+            [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, b'{', b'}', 0]
+        );
         assert_eq!(info_response(text, 2), [0, 0, 0, 3]);
         assert_eq!(info_response(text, 3), [0, 0, 0, 3]);
         assert_eq!(info_response(text, u32::MAX), [0, 0, 0, 3]);
@@ -349,7 +460,9 @@ mod tests {
     #[test]
     fn decode_never_panics_on_any_body() {
         for code in 0..=0x14u32 {
-            let Some(cmd) = Command::from_code(code) else { continue };
+            let Some(cmd) = Command::from_code(code) else {
+                continue;
+            };
             for len in 0..40 {
                 let body: Vec<u8> = (0..len).map(|i| (i * 37 + code as usize) as u8).collect();
                 let _ = decode(cmd, &body);

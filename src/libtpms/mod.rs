@@ -38,7 +38,11 @@ pub enum StateKind {
 }
 
 impl StateKind {
-    pub const ALL: [StateKind; 3] = [StateKind::Permanent, StateKind::Volatile, StateKind::SaveState];
+    pub const ALL: [StateKind; 3] = [
+        StateKind::Permanent,
+        StateKind::Volatile,
+        StateKind::SaveState,
+    ];
 
     /// The name libtpms uses for this blob, and the suffix of swtpm's file names.
     pub fn name(self) -> &'static str {
@@ -50,7 +54,9 @@ impl StateKind {
     }
 
     fn from_name(name: &[u8]) -> Option<StateKind> {
-        StateKind::ALL.into_iter().find(|kind| kind.name().as_bytes() == name)
+        StateKind::ALL
+            .into_iter()
+            .find(|kind| kind.name().as_bytes() == name)
     }
 
     fn lib_type(self) -> i32 {
@@ -148,7 +154,11 @@ impl Tpm {
         if rc != TPM_SUCCESS {
             return Err(LibtpmsError::ChooseVersion { version, rc });
         }
-        Ok(Tpm { version, resp: ptr::null_mut(), resp_cap: 0 })
+        Ok(Tpm {
+            version,
+            resp: ptr::null_mut(),
+            resp_cap: 0,
+        })
     }
 
     pub fn version(&self) -> TpmVersion {
@@ -209,7 +219,9 @@ impl Tpm {
         let mut buf: *mut c_uchar = ptr::null_mut();
         let mut len: u32 = 0;
         // SAFETY: out-pointers to locals; libtpms allocates `buf` with TPM_Malloc.
-        let rc = with_host(host, || unsafe { ffi::TPMLIB_VolatileAll_Store(&mut buf, &mut len) });
+        let rc = with_host(host, || unsafe {
+            ffi::TPMLIB_VolatileAll_Store(&mut buf, &mut len)
+        });
         take_lib_buffer(rc, buf, len)
     }
 
@@ -217,7 +229,10 @@ impl Tpm {
     /// whatever the host has stored for that kind.
     pub fn set_state(&mut self, kind: StateKind, blob: Option<&[u8]>) -> Result<(), TpmRc> {
         let (ptr, len) = match blob {
-            Some(data) => (data.as_ptr(), u32::try_from(data.len()).map_err(|_| TPM_FAIL)?),
+            Some(data) => (
+                data.as_ptr(),
+                u32::try_from(data.len()).map_err(|_| TPM_FAIL)?,
+            ),
             None => (ptr::null(), 0),
         };
         // SAFETY: `ptr` is valid for `len` bytes (or null with 0); libtpms copies it.
@@ -238,7 +253,9 @@ impl Tpm {
         let text = unsafe { ffi::TPMLIB_GetInfo(flags) };
         let text = NonNull::new(text)?;
         // SAFETY: libtpms returned a valid C string that we now own.
-        let owned = unsafe { CStr::from_ptr(text.as_ptr()) }.to_string_lossy().into_owned();
+        let owned = unsafe { CStr::from_ptr(text.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: allocated by libtpms with malloc, freed exactly once here.
         unsafe { libc::free(text.as_ptr().cast()) };
         Some(owned)
@@ -249,7 +266,11 @@ impl Tpm {
         let mut value: i32 = 0;
         // SAFETY: out-pointer to a local.
         let rc = unsafe { ffi::TPMLIB_GetTPMProperty(ffi::TPMPROP_TPM_BUFFER_MAX, &mut value) };
-        if rc == TPM_SUCCESS && value > 0 { value as u32 } else { 4096 }
+        if rc == TPM_SUCCESS && value > 0 {
+            value as u32
+        } else {
+            4096
+        }
     }
 
     pub fn hash_start(&mut self, host: &mut dyn Host) -> Result<(), TpmRc> {
@@ -260,7 +281,9 @@ impl Tpm {
     pub fn hash_data(&mut self, host: &mut dyn Host, data: &[u8]) -> Result<(), TpmRc> {
         let len = u32::try_from(data.len()).map_err(|_| TPM_FAIL)?;
         // SAFETY: `data` is valid for `len` bytes during the call.
-        rc_to_result(with_host(host, || unsafe { ffi::TPM_IO_Hash_Data(data.as_ptr(), len) }))
+        rc_to_result(with_host(host, || unsafe {
+            ffi::TPM_IO_Hash_Data(data.as_ptr(), len)
+        }))
     }
 
     pub fn hash_end(&mut self, host: &mut dyn Host) -> Result<(), TpmRc> {
@@ -278,7 +301,9 @@ impl Tpm {
     /// Resets the established flag; libtpms checks `host.locality()` (3 or 4 only).
     pub fn reset_established(&mut self, host: &mut dyn Host) -> Result<(), TpmRc> {
         // SAFETY: no arguments.
-        rc_to_result(with_host(host, || unsafe { ffi::TPM_IO_TpmEstablished_Reset() }))
+        rc_to_result(with_host(host, || unsafe {
+            ffi::TPM_IO_TpmEstablished_Reset()
+        }))
     }
 
     /// Sends libtpms' debug output to `fd` at `level` with `prefix` on each line.
@@ -362,7 +387,9 @@ fn kind_of(name: *const c_char) -> Option<StateKind> {
 }
 
 extern "C" fn cb_nvram_init() -> TpmRc {
-    on_host(TPM_FAIL, |host| host.nvram_init().err().unwrap_or(TPM_SUCCESS))
+    on_host(TPM_FAIL, |host| {
+        host.nvram_init().err().unwrap_or(TPM_SUCCESS)
+    })
 }
 
 extern "C" fn cb_nvram_load(
@@ -371,13 +398,17 @@ extern "C" fn cb_nvram_load(
     _tpm_number: u32,
     name: *const c_char,
 ) -> TpmRc {
-    let Some(kind) = kind_of(name) else { return TPM_FAIL };
+    let Some(kind) = kind_of(name) else {
+        return TPM_FAIL;
+    };
     let blob = match on_host(Err(TPM_FAIL), |host| host.load(kind)) {
         Ok(Some(blob)) => blob,
         Ok(None) => return TPM_RETRY,
         Err(rc) => return rc,
     };
-    let Ok(len) = u32::try_from(blob.len()) else { return TPM_FAIL };
+    let Ok(len) = u32::try_from(blob.len()) else {
+        return TPM_FAIL;
+    };
     let mut buf: *mut c_uchar = ptr::null_mut();
     // SAFETY: libtpms frees what it receives with TPM_Free, so it must come from
     // TPM_Malloc; we copy `len` bytes into the fresh buffer and hand it over.
@@ -399,7 +430,9 @@ extern "C" fn cb_nvram_store(
     _tpm_number: u32,
     name: *const c_char,
 ) -> TpmRc {
-    let Some(kind) = kind_of(name) else { return TPM_FAIL };
+    let Some(kind) = kind_of(name) else {
+        return TPM_FAIL;
+    };
     if data.is_null() && length > 0 {
         return TPM_FAIL;
     }
@@ -409,12 +442,24 @@ extern "C" fn cb_nvram_store(
         // SAFETY: libtpms passes `length` readable bytes at `data`.
         unsafe { std::slice::from_raw_parts(data, length as usize) }
     };
-    on_host(TPM_FAIL, |host| host.store(kind, bytes).err().unwrap_or(TPM_SUCCESS))
+    on_host(TPM_FAIL, |host| {
+        host.store(kind, bytes).err().unwrap_or(TPM_SUCCESS)
+    })
 }
 
-extern "C" fn cb_nvram_delete(_tpm_number: u32, name: *const c_char, must_exist: ffi::TpmBool) -> TpmRc {
-    let Some(kind) = kind_of(name) else { return TPM_FAIL };
-    on_host(TPM_FAIL, |host| host.delete(kind, must_exist != 0).err().unwrap_or(TPM_SUCCESS))
+extern "C" fn cb_nvram_delete(
+    _tpm_number: u32,
+    name: *const c_char,
+    must_exist: ffi::TpmBool,
+) -> TpmRc {
+    let Some(kind) = kind_of(name) else {
+        return TPM_FAIL;
+    };
+    on_host(TPM_FAIL, |host| {
+        host.delete(kind, must_exist != 0)
+            .err()
+            .unwrap_or(TPM_SUCCESS)
+    })
 }
 
 extern "C" fn cb_io_init() -> TpmRc {

@@ -66,7 +66,10 @@ fn split_header(blob: &[u8]) -> Result<(Header, &[u8]), BlobError> {
     }
     let totlen = u32::from_be_bytes([blob[6], blob[7], blob[8], blob[9]]);
     if totlen as usize != blob.len() {
-        return Err(BlobError::LengthMismatch { header: totlen, actual: blob.len() });
+        return Err(BlobError::LengthMismatch {
+            header: totlen,
+            actual: blob.len(),
+        });
     }
     if blob[1] > VERSION {
         return Err(BlobError::TooNew(blob[1]));
@@ -75,7 +78,10 @@ fn split_header(blob: &[u8]) -> Result<(Header, &[u8]), BlobError> {
     if usize::from(hdrsize) != HEADER_LEN {
         return Err(BlobError::HeaderSize(hdrsize));
     }
-    let header = Header { version: blob[0], flags: u16::from_be_bytes([blob[4], blob[5]]) };
+    let header = Header {
+        version: blob[0],
+        flags: u16::from_be_bytes([blob[4], blob[5]]),
+    };
     Ok((header, &blob[HEADER_LEN..]))
 }
 
@@ -180,7 +186,9 @@ mod tests {
         let blob = wrap_stored(&[0xAA; 3]);
         assert_eq!(
             blob,
-            [2, 1, 0, 10, 0, 0, 0, 0, 0, 19, 0, 1, 0, 0, 0, 3, 0xAA, 0xAA, 0xAA]
+            [
+                2, 1, 0, 10, 0, 0, 0, 0, 0, 19, 0, 1, 0, 0, 0, 3, 0xAA, 0xAA, 0xAA
+            ]
         );
         assert_eq!(unwrap_stored(&blob).unwrap(), &[0xAA; 3]);
     }
@@ -199,7 +207,10 @@ mod tests {
         assert_eq!(unwrap_stored(&[2, 1, 0]), Err(BlobError::TooShort(3)));
         let mut blob = wrap_stored(b"x");
         blob[9] += 1;
-        assert!(matches!(unwrap_stored(&blob), Err(BlobError::LengthMismatch { .. })));
+        assert!(matches!(
+            unwrap_stored(&blob),
+            Err(BlobError::LengthMismatch { .. })
+        ));
         let mut blob = wrap_stored(b"x");
         blob[1] = 3;
         assert_eq!(unwrap_stored(&blob), Err(BlobError::TooNew(3)));
@@ -232,7 +243,10 @@ mod tests {
         let mut blob = wrap_stored(b"abc");
         let len_at = HEADER_LEN + 2;
         blob[len_at..len_at + 4].copy_from_slice(&100u32.to_be_bytes());
-        assert_eq!(unwrap_stored(&blob), Err(BlobError::MissingRecord("plain data")));
+        assert_eq!(
+            unwrap_stored(&blob),
+            Err(BlobError::MissingRecord("plain data"))
+        );
     }
 
     #[test]
@@ -240,7 +254,10 @@ mod tests {
         let mut blob = wrap_migration(b"s");
         blob[5] |= 0x02;
         assert_eq!(unwrap_migration(&blob, false), Err(BlobError::KeyNotFound));
-        assert_eq!(unwrap_migration(&wrap_migration(b"s"), true), Err(BlobError::KeyNotFound));
+        assert_eq!(
+            unwrap_migration(&wrap_migration(b"s"), true),
+            Err(BlobError::KeyNotFound)
+        );
         assert_eq!(BlobError::KeyNotFound.result_code(), 0x0D);
     }
 

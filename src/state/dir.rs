@@ -35,7 +35,12 @@ pub struct DirStore {
 
 impl DirStore {
     pub fn new(dir: PathBuf, version: TpmVersion, explicit_mode: Option<u32>) -> DirStore {
-        DirStore { dir, version, explicit_mode, lock: None }
+        DirStore {
+            dir,
+            version,
+            explicit_mode,
+            lock: None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -43,7 +48,8 @@ impl DirStore {
     }
 
     pub fn path(&self, kind: StateKind) -> PathBuf {
-        self.dir.join(format!("{}{}", self.version.file_prefix(), kind.name()))
+        self.dir
+            .join(format!("{}{}", self.version.file_prefix(), kind.name()))
     }
 
     fn temp_path(&self, kind: StateKind) -> PathBuf {
@@ -57,13 +63,21 @@ impl DirStore {
     /// The stored bytes of `kind`, or `None` if there are none.
     pub fn load(&self, kind: StateKind) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.path(kind);
-        let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StoreError::Read { path, source }),
         };
         let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(|source| StoreError::Read { path: path.clone(), source })?;
+        file.read_to_end(&mut data)
+            .map_err(|source| StoreError::Read {
+                path: path.clone(),
+                source,
+            })?;
         self.fix_mode(&file, &path)?;
         Ok(Some(data))
     }
@@ -71,7 +85,10 @@ impl DirStore {
     /// An explicit mode is applied to files we load; with the default mode, a file we
     /// could not rewrite gets owner-write back (swtpm 0.10 does the same).
     fn fix_mode(&self, file: &File, path: &Path) -> Result<(), StoreError> {
-        let meta = file.metadata().map_err(|source| StoreError::Read { path: path.to_owned(), source })?;
+        let meta = file.metadata().map_err(|source| StoreError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let current = meta.mode() & 0o7777;
         let wanted = match self.explicit_mode {
             Some(mode) => mode,
@@ -80,7 +97,10 @@ impl DirStore {
         };
         if current != wanted {
             file.set_permissions(fs::Permissions::from_mode(wanted))
-                .map_err(|source| StoreError::Write { path: path.to_owned(), source })?;
+                .map_err(|source| StoreError::Write {
+                    path: path.to_owned(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -100,7 +120,10 @@ impl DirStore {
     }
 
     fn write_temp(&self, temp: &Path, data: &[u8]) -> Result<(), StoreError> {
-        let wrap = |source| StoreError::Write { path: temp.to_owned(), source };
+        let wrap = |source| StoreError::Write {
+            path: temp.to_owned(),
+            source,
+        };
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -111,15 +134,22 @@ impl DirStore {
             .map_err(wrap)?;
         if let Some(mode) = self.explicit_mode {
             // The umask applied at creation; an explicit mode means exactly these bits.
-            file.set_permissions(fs::Permissions::from_mode(mode)).map_err(wrap)?;
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(wrap)?;
         }
         file.write_all(data).map_err(wrap)?;
         file.sync_data().map_err(wrap)
     }
 
     fn sync_dir(&self) -> Result<(), StoreError> {
-        let wrap = |source| StoreError::Write { path: self.dir.clone(), source };
-        File::open(&self.dir).map_err(wrap)?.sync_all().map_err(wrap)
+        let wrap = |source| StoreError::Write {
+            path: self.dir.clone(),
+            source,
+        };
+        File::open(&self.dir)
+            .map_err(wrap)?
+            .sync_all()
+            .map_err(wrap)
     }
 
     /// Removes the stored bytes of `kind`; `Ok(false)` if there were none.
@@ -161,7 +191,10 @@ impl DirStore {
             .mode(0o660)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|source| StoreError::LockFile { path: path.clone(), source })?;
+            .map_err(|source| StoreError::LockFile {
+                path: path.clone(),
+                source,
+            })?;
         let whole_file = libc::flock {
             l_type: libc::F_WRLCK as libc::c_short,
             l_whence: libc::SEEK_SET as libc::c_short,
@@ -178,9 +211,16 @@ impl DirStore {
                     std::thread::sleep(LOCK_RETRY_INTERVAL);
                 }
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
-                    return Err(StoreError::Locked { dir: self.dir.clone() });
+                    return Err(StoreError::Locked {
+                        dir: self.dir.clone(),
+                    });
                 }
-                Err(errno) => return Err(StoreError::LockFile { path, source: errno.into() }),
+                Err(errno) => {
+                    return Err(StoreError::LockFile {
+                        path,
+                        source: errno.into(),
+                    });
+                }
             }
         }
         self.lock = Some(file);
@@ -207,7 +247,10 @@ mod tests {
         let store = store(tmp.path());
         assert_eq!(store.load(StateKind::Permanent).unwrap(), None);
         store.save(StateKind::Permanent, b"abc").unwrap();
-        assert_eq!(fs::read(tmp.path().join("tpm2-00.permall")).unwrap(), b"abc");
+        assert_eq!(
+            fs::read(tmp.path().join("tpm2-00.permall")).unwrap(),
+            b"abc"
+        );
         assert_eq!(store.load(StateKind::Permanent).unwrap().unwrap(), b"abc");
         assert_eq!(store.stored_size(StateKind::Permanent).unwrap(), Some(3));
         assert!(store.delete(StateKind::Permanent).unwrap());
@@ -240,7 +283,10 @@ mod tests {
     fn non_file_state_is_reported() {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir(tmp.path().join("tpm2-00.permall")).unwrap();
-        assert!(matches!(store(tmp.path()).stored_size(StateKind::Permanent), Err(StoreError::NotAFile { .. })));
+        assert!(matches!(
+            store(tmp.path()).stored_size(StateKind::Permanent),
+            Err(StoreError::NotAFile { .. })
+        ));
     }
 
     #[test]

@@ -14,8 +14,12 @@ pub enum StoreError {
     Write { path: PathBuf, source: io::Error },
     #[error("TPM state file {path} is not a regular file; move it away")]
     NotAFile { path: PathBuf },
-    #[error("could not open lock file {path}: {source}; check that the TPM state directory exists and is writable")]
+    #[error(
+        "could not open lock file {path}: {source}; check that the TPM state directory exists and is writable"
+    )]
     LockFile { path: PathBuf, source: io::Error },
-    #[error("TPM state directory {dir} is in use by another process that holds its .lock; stop that process or choose another --tpmstate directory")]
+    #[error(
+        "TPM state directory {dir} is in use by another process that holds its .lock; stop that process or choose another --tpmstate directory"
+    )]
     Locked { dir: PathBuf },
 }

@@ -110,8 +110,12 @@ pub enum StartupType {
 /// TPM_Startup / TPM2_Startup of the given type; `None` where TPM 2 has no such type.
 pub fn startup_command(version: TpmVersion, kind: StartupType) -> Option<[u8; 12]> {
     let (tag, code, param): (u16, u32, u16) = match (version, kind) {
-        (TpmVersion::V2, StartupType::Clear) => (TPM2_ST_NO_SESSIONS, TPM2_CC_STARTUP, TPM2_SU_CLEAR),
-        (TpmVersion::V2, StartupType::State) => (TPM2_ST_NO_SESSIONS, TPM2_CC_STARTUP, TPM2_SU_STATE),
+        (TpmVersion::V2, StartupType::Clear) => {
+            (TPM2_ST_NO_SESSIONS, TPM2_CC_STARTUP, TPM2_SU_CLEAR)
+        }
+        (TpmVersion::V2, StartupType::State) => {
+            (TPM2_ST_NO_SESSIONS, TPM2_CC_STARTUP, TPM2_SU_STATE)
+        }
         (TpmVersion::V2, StartupType::Deactivated) => return None,
         (TpmVersion::V1_2, StartupType::Clear) => (TPM_TAG_RQU_COMMAND, TPM_ORD_STARTUP, 1),
         (TpmVersion::V1_2, StartupType::State) => (TPM_TAG_RQU_COMMAND, TPM_ORD_STARTUP, 2),
@@ -140,8 +144,14 @@ mod tests {
 
     #[test]
     fn not_running_responses_match_swtpm() {
-        assert_eq!(not_running_response(TpmVersion::V2), [0x80, 1, 0, 0, 0, 10, 0, 0, 1, 1]);
-        assert_eq!(not_running_response(TpmVersion::V1_2), [0, 0xc4, 0, 0, 0, 10, 0, 0, 0, 9]);
+        assert_eq!(
+            not_running_response(TpmVersion::V2),
+            [0x80, 1, 0, 0, 0, 10, 0, 0, 1, 1]
+        );
+        assert_eq!(
+            not_running_response(TpmVersion::V1_2),
+            [0, 0xc4, 0, 0, 0, 10, 0, 0, 0, 9]
+        );
     }
 
     #[test]
@@ -156,7 +166,14 @@ mod tests {
     fn header_parse_needs_ten_bytes() {
         assert_eq!(Header::parse(&[0x80, 1, 0, 0, 0, 12, 0, 0, 1]), None);
         let header = Header::parse(&[0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x44, 0, 0]).unwrap();
-        assert_eq!(header, Header { tag: 0x8001, size: 12, code: 0x144 });
+        assert_eq!(
+            header,
+            Header {
+                tag: 0x8001,
+                size: 12,
+                code: 0x144
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,515 @@
+//! The TPM's life as the control and data channels see it: not running / running,
+//! INIT, STOP, the automatic TPM2_Shutdown, locality, the established flag, state blobs.
+//! No I/O of its own besides the state store: the channels drive it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::ctrl::protocol::{self, result};
+use crate::libtpms::{BufferSize, Host, StateKind, TPM_FAIL, Tpm, TpmRc};
+use crate::state::blob;
+use crate::state::dir::DirStore;
+use crate::tpm::{self, TpmVersion};
+use crate::{log_error, log_info};
+
+/// How the TPM behaves, from the command line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Behaviour {
+    /// `--locality reject-locality-4`.
+    pub reject_locality_4: bool,
+    /// `--locality allow-set-locality`: accept the vendor SetLocality command in-band.
+    pub allow_set_locality: bool,
+    /// `--flags disable-auto-shutdown`.
+    pub disable_auto_shutdown: bool,
+}
+
+/// What the control channel may read without waiting for a running TPM command.
+#[derive(Debug, Default)]
+pub struct Status {
+    running: AtomicBool,
+    established: AtomicBool,
+}
+
+impl Status {
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub fn established(&self) -> bool {
+        self.established.load(Ordering::Acquire)
+    }
+}
+
+/// What SET_STATEBLOB asks of the daemon beyond its result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterSetState {
+    Continue,
+    /// The storage lock could not be taken: swtpm answers and terminates.
+    Terminate,
+}
+
+pub struct Emulator {
+    tpm: Tpm,
+    store: Option<DirStore>,
+    behaviour: Behaviour,
+    running: bool,
+    locality: u8,
+    /// Set once the storage has been locked for use (first INIT or SET_STATEBLOB).
+    storage_in_use: bool,
+    /// Ordinal of the last TPM command, to skip the automatic TPM2_Shutdown after the
+    /// client's own.
+    last_ordinal: u32,
+    status: Arc<Status>,
+}
+
+/// Gives libtpms the state store and the current locality during a library call.
+struct StateHost<'a> {
+    store: Option<&'a mut DirStore>,
+    locality: u8,
+}
+
+impl Host for StateHost<'_> {
+    fn nvram_init(&mut self) -> Result<(), TpmRc> {
+        match self.store {
+            Some(_) => Ok(()),
+            None => {
+                log_error!(
+                    "no TPM state location: give --tpmstate dir=<directory> or set TPM_PATH"
+                );
+                Err(TPM_FAIL)
+            }
+        }
+    }
+
+    fn load(&mut self, kind: StateKind) -> Result<Option<Vec<u8>>, TpmRc> {
+        let store = self.store.as_deref().ok_or(TPM_FAIL)?;
+        let Some(stored) = store.load(kind).map_err(|err| {
+            log_error!("{err}");
+            TPM_FAIL
+        })?
+        else {
+            return Ok(None);
+        };
+        match blob::unwrap_stored(&stored) {
+            Ok(state) => Ok(Some(state.to_vec())),
+            Err(err) => {
+                log_error!(
+                    "TPM state file {} cannot be used: {err}; it was left unchanged",
+                    store.path(kind).display()
+                );
+                Err(TPM_FAIL)
+            }
+        }
+    }
+
+    fn store(&mut self, kind: StateKind, data: &[u8]) -> Result<(), TpmRc> {
+        let store = self.store.as_deref().ok_or(TPM_FAIL)?;
+        store.save(kind, &blob::wrap_stored(data)).map_err(|err| {
+            log_error!("{err}");
+            TPM_FAIL
+        })
+    }
+
+    fn delete(&mut self, kind: StateKind, must_exist: bool) -> Result<(), TpmRc> {
+        let store = self.store.as_deref().ok_or(TPM_FAIL)?;
+        match store.delete(kind) {
+            Ok(false) if must_exist => Err(TPM_FAIL),
+            Ok(_) => Ok(()),
+            Err(err) => {
+                log_error!("{err}");
+                Err(TPM_FAIL)
+            }
+        }
+    }
+
+    fn locality(&self) -> u8 {
+        self.locality
+    }
+}
+
+impl Emulator {
+    pub fn new(tpm: Tpm, store: Option<DirStore>, behaviour: Behaviour) -> Emulator {
+        Emulator {
+            tpm,
+            store,
+            behaviour,
+            running: false,
+            locality: 0,
+            storage_in_use: false,
+            last_ordinal: 0,
+            status: Arc::new(Status::default()),
+        }
+    }
+
+    pub fn status(&self) -> Arc<Status> {
+        Arc::clone(&self.status)
+    }
+
+    pub fn version(&self) -> TpmVersion {
+        self.tpm.version()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    pub fn canceller(&self) -> crate::libtpms::Canceller {
+        self.tpm.canceller()
+    }
+
+    /// Runs `call` on libtpms with this emulator's store and locality as its host.
+    fn with_tpm<R>(&mut self, call: impl FnOnce(&mut Tpm, &mut dyn Host) -> R) -> R {
+        let mut host = StateHost {
+            store: self.store.as_mut(),
+            locality: self.locality,
+        };
+        call(&mut self.tpm, &mut host)
+    }
+
+    /// Publishes what the control channel reads without the lock.
+    fn publish(&mut self) {
+        let established = self.running && self.tpm.established().unwrap_or(false);
+        self.status
+            .established
+            .store(established, Ordering::Release);
+        self.status.running.store(self.running, Ordering::Release);
+    }
+
+    fn lock_storage_for_use(&mut self) -> Result<(), TpmRc> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
+        store.lock(0).map_err(|err| {
+            log_error!("{err}");
+            TPM_FAIL
+        })?;
+        self.storage_in_use = true;
+        Ok(())
+    }
+
+    /// Starts libtpms (CMD_INIT, or `--flags not-need-init` at process start).
+    pub fn start(&mut self) -> Result<(), TpmRc> {
+        self.stop_running();
+        // The lock comes first, so that a second daemon never reads or writes the files.
+        self.lock_storage_for_use()?;
+        if let Err(rc) = self.with_tpm(|tpm, host| tpm.main_init(host)) {
+            log_error!("could not start the TPM: libtpms answered {rc:#x}");
+            self.tpm.terminate();
+            self.publish();
+            return Err(rc);
+        }
+        self.running = true;
+        self.last_ordinal = 0;
+        log_info!("TPM {} started", self.version());
+        self.publish();
+        Ok(())
+    }
+
+    /// CMD_INIT: a power cycle of the TPM.
+    pub fn init(&mut self, flags: u32) -> u32 {
+        if let Err(rc) = self.start() {
+            return rc;
+        }
+        if flags & protocol::INIT_FLAG_DELETE_VOLATILE != 0 {
+            if let Some(store) = self.store.as_ref() {
+                if let Err(err) = store.delete(StateKind::Volatile) {
+                    log_error!("{err}");
+                }
+            }
+        }
+        result::TPM_SUCCESS
+    }
+
+    /// CMD_STOP (and the first half of CMD_SHUTDOWN): the TPM stops; the lock is kept.
+    pub fn stop(&mut self) {
+        self.stop_running();
+    }
+
+    fn stop_running(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.auto_shutdown();
+        self.tpm.terminate();
+        self.running = false;
+        self.publish();
+    }
+
+    /// A TPM 2 stopped without TPM2_Shutdown counts the stop as an attack on the next
+    /// Startup (dictionary-attack lockout); send the Shutdown the client did not.
+    fn auto_shutdown(&mut self) {
+        if self.version() != TpmVersion::V2
+            || self.behaviour.disable_auto_shutdown
+            || self.last_ordinal == tpm::TPM2_CC_SHUTDOWN
+        {
+            return;
+        }
+        for shutdown_type in [tpm::TPM2_SU_STATE, tpm::TPM2_SU_CLEAR] {
+            let mut command = tpm::tpm2_shutdown_command(shutdown_type);
+            let rc = self.with_tpm(|tpm, host| {
+                tpm.process(host, &mut command)
+                    .ok()
+                    .and_then(tpm::response_code)
+            });
+            if matches!(rc, Some(0 | tpm::TPM2_RC_INITIALIZE)) {
+                break;
+            }
+        }
+        self.last_ordinal = tpm::TPM2_CC_SHUTDOWN;
+    }
+
+    /// Runs one TPM command and appends its response to `out`.
+    pub fn process(&mut self, command: &mut [u8], out: &mut Vec<u8>) {
+        let version = self.version();
+        if !self.running {
+            out.extend_from_slice(&tpm::not_running_response(version));
+            return;
+        }
+        let Some(header) = tpm::Header::parse(command) else {
+            let rc = match version {
+                TpmVersion::V2 => tpm::TPM2_RC_INSUFFICIENT,
+                TpmVersion::V1_2 => tpm::TPM_BAD_PARAM_SIZE,
+            };
+            out.extend_from_slice(&tpm::error_response(version, rc));
+            return;
+        };
+        self.last_ordinal = header.code;
+        if header.code == tpm::TPM_CC_SET_LOCALITY {
+            out.extend_from_slice(&self.vendor_set_locality(command));
+            return;
+        }
+        match self.with_tpm(|tpm, host| {
+            tpm.process(host, command)
+                .map(|resp| out.extend_from_slice(resp))
+        }) {
+            Ok(()) => {}
+            Err(rc) => {
+                log_error!(
+                    "libtpms failed to process command {:#x}: {rc:#x}",
+                    header.code
+                );
+                out.extend_from_slice(&tpm::not_running_response(version));
+            }
+        }
+        self.publish();
+    }
+
+    /// Sends a command of the daemon's own (`--flags startup-*`) and returns its code.
+    pub fn send_own_command(&mut self, command: &[u8]) -> Option<u32> {
+        let mut command = command.to_vec();
+        let mut out = Vec::new();
+        self.process(&mut command, &mut out);
+        tpm::response_code(&out)
+    }
+
+    /// The Linux vTPM proxy's in-band SetLocality (vendor command 0x20001000).
+    fn vendor_set_locality(&mut self, command: &[u8]) -> [u8; tpm::HEADER_LEN] {
+        let version = self.version();
+        if !self.behaviour.allow_set_locality {
+            return tpm::not_running_response(version);
+        }
+        let (insufficient, bad_locality) = match version {
+            TpmVersion::V2 => (tpm::TPM2_RC_INSUFFICIENT, tpm::TPM2_RC_LOCALITY),
+            TpmVersion::V1_2 => (tpm::TPM_BAD_PARAM_SIZE, tpm::TPM_BAD_LOCALITY),
+        };
+        let Some(&locality) = command.get(tpm::HEADER_LEN) else {
+            return tpm::error_response(version, insufficient);
+        };
+        if locality > 4 || (locality == 4 && self.behaviour.reject_locality_4) {
+            return tpm::error_response(version, bad_locality);
+        }
+        self.locality = locality;
+        tpm::error_response(version, 0)
+    }
+
+    /// The locality of the TCG send-command prefix: stored as is, as swtpm does.
+    pub fn set_locality_unchecked(&mut self, locality: u8) {
+        self.locality = locality;
+    }
+
+    /// CMD_SET_LOCALITY.
+    pub fn set_locality(&mut self, locality: u8) -> u32 {
+        if locality > 4 || (locality == 4 && self.behaviour.reject_locality_4) {
+            return result::TPM_BAD_LOCALITY;
+        }
+        self.locality = locality;
+        result::TPM_SUCCESS
+    }
+
+    /// CMD_RESET_TPMESTABLISHED: libtpms allows it from locality 3 or 4 only.
+    pub fn reset_established(&mut self, locality: u8) -> u32 {
+        if locality > 4 {
+            return result::TPM_BAD_LOCALITY;
+        }
+        let saved = std::mem::replace(&mut self.locality, locality);
+        let rc = self.with_tpm(|tpm, host| tpm.reset_established(host));
+        self.locality = saved;
+        self.publish();
+        rc.err().unwrap_or(result::TPM_SUCCESS)
+    }
+
+    pub fn hash_start(&mut self) -> u32 {
+        let rc = self.with_tpm(|tpm, host| tpm.hash_start(host));
+        self.publish();
+        rc.err().unwrap_or(result::TPM_SUCCESS)
+    }
+
+    pub fn hash_data(&mut self, data: &[u8]) -> u32 {
+        self.with_tpm(|tpm, host| tpm.hash_data(host, data))
+            .err()
+            .unwrap_or(result::TPM_SUCCESS)
+    }
+
+    pub fn hash_end(&mut self) -> u32 {
+        let rc = self.with_tpm(|tpm, host| tpm.hash_end(host));
+        self.publish();
+        rc.err().unwrap_or(result::TPM_SUCCESS)
+    }
+
+    /// CMD_STORE_VOLATILE: the next INIT resumes from the stored volatile state.
+    pub fn store_volatile(&mut self) -> u32 {
+        let volatile = match self.with_tpm(|tpm, host| tpm.volatile_state(host)) {
+            Ok(volatile) => volatile,
+            Err(rc) => return rc,
+        };
+        let mut host = StateHost {
+            store: self.store.as_mut(),
+            locality: self.locality,
+        };
+        host.store(StateKind::Volatile, &volatile)
+            .err()
+            .unwrap_or(result::TPM_SUCCESS)
+    }
+
+    /// CMD_GET_STATEBLOB on a running TPM: the whole blob from `offset`, in the 16-byte
+    /// header form (also for errors).
+    pub fn get_state_blob(&mut self, blob_type: u32, offset: u32) -> Vec<u8> {
+        let state = match StateKind::from_blob_type(blob_type) {
+            None => Err(result::TPM_FAIL),
+            Some(StateKind::Volatile) => self.current_volatile_state(),
+            Some(kind) => {
+                let mut host = StateHost {
+                    store: self.store.as_mut(),
+                    locality: self.locality,
+                };
+                match host.load(kind) {
+                    Ok(Some(state)) => Ok(state),
+                    Ok(None) => Err(result::TPM_RETRY),
+                    Err(rc) => Err(rc),
+                }
+            }
+        };
+        match state {
+            Ok(state) => {
+                let blob = blob::wrap_migration(&state);
+                let from = (offset as usize).min(blob.len());
+                protocol::stateblob_response(result::TPM_SUCCESS, 0, &blob[from..])
+            }
+            Err(rc) => protocol::stateblob_response(rc, 0, &[]),
+        }
+    }
+
+    /// The volatile state as of now. swtpm stores it and deletes it again; any stored
+    /// volatile state is likewise gone afterwards.
+    fn current_volatile_state(&mut self) -> Result<Vec<u8>, TpmRc> {
+        let state = self.with_tpm(|tpm, host| tpm.volatile_state(host));
+        if let Some(store) = self.store.as_ref() {
+            if let Err(err) = store.delete(StateKind::Volatile) {
+                log_error!("{err}");
+            }
+        }
+        state
+    }
+
+    /// CMD_SET_STATEBLOB on a stopped TPM: libtpms keeps the blob for the next INIT.
+    pub fn set_state_blob(
+        &mut self,
+        blob_type: u32,
+        flags: u32,
+        data: &[u8],
+    ) -> (u32, AfterSetState) {
+        if let Err(rc) = self.lock_storage_for_use() {
+            let _ = rc;
+            return (result::TPM_IOERROR, AfterSetState::Terminate);
+        }
+        let Some(kind) = StateKind::from_blob_type(blob_type) else {
+            return (result::TPM_BAD_PARAMETER, AfterSetState::Continue);
+        };
+        let rc = if blob::is_empty_blob(data) {
+            self.tpm.set_state(kind, None)
+        } else {
+            match blob::unwrap_migration(data, flags & protocol::STATE_FLAG_ENCRYPTED != 0) {
+                Ok(state) => self.tpm.set_state(kind, Some(state)),
+                Err(err) => {
+                    log_error!("refused the {} state blob: {err}", kind.name());
+                    Err(err.result_code())
+                }
+            }
+        };
+        (
+            rc.err().unwrap_or(result::TPM_SUCCESS),
+            AfterSetState::Continue,
+        )
+    }
+
+    /// CMD_SET_BUFFERSIZE: 0 queries; other values only while the TPM is stopped.
+    pub fn set_buffer_size(&mut self, size: u32) -> Result<BufferSize, u32> {
+        if size != 0 && self.running {
+            return Err(result::TPM_BAD_ORDINAL);
+        }
+        Ok(self.tpm.set_buffer_size(size))
+    }
+
+    /// CMD_GET_INFO: libtpms' JSON text, from `offset`, as the full response.
+    pub fn get_info(&mut self, flags: u64, offset: u32) -> Vec<u8> {
+        // libtpms takes the flags as a 32-bit C enum.
+        match self.tpm.info(flags as u32) {
+            Some(text) => {
+                let mut with_nul = text.into_bytes();
+                with_nul.push(0);
+                protocol::info_response(&with_nul, offset)
+            }
+            None => protocol::words([result::TPM_SIZE]),
+        }
+    }
+
+    /// CMD_LOCK_STORAGE: (re)takes the lock, trying `retries` more times 10 ms apart.
+    /// Before the storage is first used there is nothing to lock yet.
+    pub fn lock_storage(&mut self, retries: u32) -> u32 {
+        if !self.storage_in_use {
+            return result::TPM_SUCCESS;
+        }
+        let Some(store) = self.store.as_mut() else {
+            return result::TPM_SUCCESS;
+        };
+        match store.lock(retries) {
+            Ok(()) => result::TPM_SUCCESS,
+            Err(err) => {
+                log_error!("{err}");
+                result::TPM_FAIL
+            }
+        }
+    }
+
+    /// Stops the TPM for good before the process exits, sending TPM2_Shutdown if due.
+    pub fn finish(&mut self) {
+        self.stop_running();
+    }
+
+    /// libtpms' JSON info text (for `--print-info` and the capabilities).
+    pub fn info_text(&mut self, flags: u32) -> Option<String> {
+        self.tpm.info(flags)
+    }
+}
+
+impl StateKind {
+    /// The blob type numbers of GET/SET_STATEBLOB.
+    pub fn from_blob_type(blob_type: u32) -> Option<StateKind> {
+        match blob_type {
+            protocol::BLOB_TYPE_PERMANENT => Some(StateKind::Permanent),
+            protocol::BLOB_TYPE_VOLATILE => Some(StateKind::Volatile),
+            protocol::BLOB_TYPE_SAVESTATE => Some(StateKind::SaveState),
+            _ => None,
+        }
+    }
+}
