@@ -1,0 +1,460 @@
+//! A real `qemu-system-x86_64` (TCG) with a tpm-tis or tpm-crb device on an emulator
+//! backend, driven by the test over qtest (as the guest) and QMP (as the operator).
+//! See /work/shared/reference/qemu-testing.md §1.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::crb::Crb;
+use super::qmp::{Qmp, QmpError};
+use super::qtest::Qtest;
+use super::tis::Tis;
+use super::tpm2::TpmTransport;
+use super::{poll_until, read_for_diagnostics};
+
+const QEMU: &str = "qemu-system-x86_64";
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+const STATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// SeaBIOS takes ~0.15 s under TCG; allow for a loaded machine.
+const FIRMWARE_TIMEOUT: Duration = Duration::from_secs(60);
+/// SeaBIOS prints this on port 0x402 when it has finished (and measured the boot).
+const FIRMWARE_DONE_MARKER: &str = "No bootable device";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TpmDevice {
+    Tis,
+    Crb,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Machine {
+    Q35,
+    Pc,
+}
+
+/// What to start. `new` gives q35, vCPU stopped (`-S`), no firmware log, no
+/// `-incoming`; the builder methods change that.
+#[derive(Clone, Debug)]
+pub struct QemuOptions {
+    run_dir: PathBuf,
+    ctrl_socket: PathBuf,
+    device: TpmDevice,
+    machine: Machine,
+    start_cpu: bool,
+    incoming: Option<String>,
+    firmware_log: bool,
+}
+
+impl QemuOptions {
+    /// QEMU's sockets and logs go in `run_dir`; the backend listens on `ctrl_socket`.
+    pub fn new(run_dir: &Path, ctrl_socket: &Path, device: TpmDevice) -> QemuOptions {
+        QemuOptions {
+            run_dir: run_dir.to_path_buf(),
+            ctrl_socket: ctrl_socket.to_path_buf(),
+            device,
+            machine: Machine::Q35,
+            start_cpu: false,
+            incoming: None,
+            firmware_log: false,
+        }
+    }
+
+    pub fn machine(mut self, machine: Machine) -> Self {
+        self.machine = machine;
+        self
+    }
+
+    /// Leave out `-S`: SeaBIOS runs (and uses the TPM) at once.
+    pub fn run_firmware(mut self) -> Self {
+        self.start_cpu = true;
+        self
+    }
+
+    /// Start as a migration destination, e.g. `unix:/path` or `exec:cat FILE`.
+    pub fn incoming(mut self, uri: &str) -> Self {
+        self.incoming = Some(uri.to_string());
+        self
+    }
+
+    /// Log SeaBIOS's debug port (0x402) to a file, for `wait_firmware_done`.
+    pub fn firmware_log(mut self) -> Self {
+        self.firmware_log = true;
+        self
+    }
+}
+
+pub struct Qemu {
+    child: Child,
+    exited: Option<ExitStatus>,
+    device: TpmDevice,
+    qtest: Qtest,
+    qmp: Qmp,
+    stderr_file: PathBuf,
+    firmware_log: Option<PathBuf>,
+}
+
+impl Qemu {
+    /// Spawns QEMU (in its own process group) and connects qtest and QMP.
+    pub fn start(opts: QemuOptions) -> Qemu {
+        let qtest_path = opts.run_dir.join("qtest.sock");
+        let qmp_path = opts.run_dir.join("qmp.sock");
+        let stderr_file = opts.run_dir.join("qemu.stderr");
+        let firmware_log = opts.firmware_log.then(|| opts.run_dir.join("firmware.log"));
+        // QEMU is the client on both sockets: listen before it starts.
+        let qtest_listener = listen(&qtest_path);
+        let qmp_listener = listen(&qmp_path);
+
+        let mut command = Command::new(QEMU);
+        command.args(qemu_args(&opts, &qtest_path, &qmp_path, firmware_log.as_deref()));
+        let output = File::create(&stderr_file).expect("create QEMU stderr file");
+        command
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("dup QEMU output file"))
+            .stderr(output)
+            .process_group(0);
+        let child = command.spawn().unwrap_or_else(|err| {
+            panic!("spawn {QEMU}: {err} (install it: apt-get install qemu-system-x86)")
+        });
+        let mut starting = Starting {
+            child: Some(child),
+            stderr_file: stderr_file.clone(),
+        };
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let qtest_stream = starting.accept(&qtest_listener, "qtest", deadline);
+        let qmp_stream = starting.accept(&qmp_listener, "QMP", deadline);
+        let qmp = Qmp::handshake(qmp_stream, deadline)
+            .unwrap_or_else(|err| starting.fail(&format!("QMP handshake: {err}")));
+        let _ = fs::remove_file(&qtest_path);
+        let _ = fs::remove_file(&qmp_path);
+        Qemu {
+            child: starting.child.take().expect("child present"),
+            exited: None,
+            device: opts.device,
+            qtest: Qtest::new(qtest_stream),
+            qmp,
+            stderr_file,
+            firmware_log,
+        }
+    }
+
+    /// Runs a QMP command; panics (with QEMU's stderr) on any error.
+    pub fn execute(&mut self, command: &str, arguments: Value) -> Value {
+        match self.qmp.execute(command, arguments) {
+            Ok(value) => value,
+            Err(err) => panic!("QMP {command}: {err}\n{}", self.diagnostics()),
+        }
+    }
+
+    /// Waits for the QMP event `name` (events already received count).
+    pub fn wait_event(&mut self, name: &str) -> Value {
+        let deadline = Instant::now() + STATE_TIMEOUT;
+        match self.qmp.wait_event(name, deadline) {
+            Ok(event) => event,
+            Err(err) => panic!("waiting for QMP event {name}: {err}\n{}", self.diagnostics()),
+        }
+    }
+
+    pub fn runstate(&mut self) -> String {
+        match self.qmp.runstate() {
+            Ok(state) => state,
+            Err(err) => panic!("query-status: {err}\n{}", self.diagnostics()),
+        }
+    }
+
+    /// Polls `query-status` until the runstate is `state`.
+    pub fn wait_runstate(&mut self, state: &str) {
+        let deadline = Instant::now() + STATE_TIMEOUT;
+        poll_until(deadline, &format!("runstate {state}"), || {
+            (self.runstate() == state).then_some(())
+        });
+    }
+
+    /// On a migration destination: waits until the incoming stream has loaded and
+    /// returns the new runstate (it mirrors the source's).
+    pub fn wait_incoming_done(&mut self) -> String {
+        let deadline = Instant::now() + STATE_TIMEOUT;
+        poll_until(deadline, "the destination to leave inmigrate", || {
+            Some(self.runstate()).filter(|state| state != "inmigrate")
+        })
+    }
+
+    /// Migrates to `uri` and waits until `query-migrate` says `completed` and the
+    /// runstate is `postmigrate`. A failed migration returns its `error-desc`.
+    pub fn migrate_to(&mut self, uri: &str) -> Result<(), String> {
+        self.qmp
+            .execute("migrate", json!({"uri": uri}))
+            .map_err(|err| err.to_string())?;
+        let deadline = Instant::now() + STATE_TIMEOUT;
+        poll_until(deadline, &format!("migration to {uri}"), || {
+            let info = self.execute("query-migrate", json!({}));
+            match info["status"].as_str() {
+                Some("completed") => Some(Ok(())),
+                Some("failed" | "cancelled") => Some(Err(format!(
+                    "migration {}: {}",
+                    info["status"], info["error-desc"]
+                ))),
+                _ => None,
+            }
+        })?;
+        // "completed" and "postmigrate" are not ordered (qemu-testing.md §5.3).
+        self.wait_runstate("postmigrate");
+        Ok(())
+    }
+
+    /// QMP `quit`; asserts that QEMU exits with status 0. The socket may reset before
+    /// the reply arrives, which counts as success.
+    pub fn quit(mut self) {
+        match self.qmp.execute("quit", json!({})) {
+            Ok(_) => {}
+            Err(QmpError::Io(err))
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::BrokenPipe
+                ) => {}
+            Err(err) => panic!("QMP quit: {err}\n{}", self.diagnostics()),
+        }
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        let status = poll_until(deadline, "QEMU to exit after quit", || {
+            self.child.try_wait().expect("try_wait")
+        });
+        self.exited = Some(status);
+        assert!(status.success(), "QEMU exited with {status}\n{}", self.diagnostics());
+        kill_leftover_children(self.child.id());
+    }
+
+    /// Waits until SeaBIOS has printed `No bootable device` on its debug port: it has
+    /// then measured the boot and halted, and no longer touches the TPM.
+    pub fn wait_firmware_done(&mut self) {
+        let log = self
+            .firmware_log
+            .clone()
+            .expect("wait_firmware_done needs QemuOptions::firmware_log()");
+        let deadline = Instant::now() + FIRMWARE_TIMEOUT;
+        poll_until(deadline, "SeaBIOS to print 'No bootable device'", || {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exited = Some(status);
+                panic!("QEMU exited with {status} during firmware\n{}", self.diagnostics());
+            }
+            let text = fs::read(&log).unwrap_or_default();
+            String::from_utf8_lossy(&text)
+                .contains(FIRMWARE_DONE_MARKER)
+                .then_some(())
+        });
+    }
+
+    /// The TPM device as the guest sees it (TIS on locality 0, or CRB).
+    pub fn tpm(&mut self) -> Box<dyn TpmTransport + '_> {
+        self.assert_tpm_accessible();
+        match self.device {
+            TpmDevice::Tis => Box::new(Tis::new(&mut self.qtest, 0)),
+            TpmDevice::Crb => Box::new(Crb::new(&mut self.qtest)),
+        }
+    }
+
+    /// The TIS device on a chosen locality (0–3).
+    pub fn tis(&mut self, locality: u8) -> Tis<'_> {
+        assert_eq!(self.device, TpmDevice::Tis, "tis() on a {:?} VM", self.device);
+        self.assert_tpm_accessible();
+        Tis::new(&mut self.qtest, locality)
+    }
+
+    /// QEMU's stderr so far.
+    pub fn diagnostics(&self) -> String {
+        format!("QEMU output:\n{}", read_for_diagnostics(&self.stderr_file))
+    }
+
+    /// On an `inmigrate` destination, reading TIS ACCESS or CRB LOC_STATE hangs QEMU
+    /// 7.2 with swtpm 0.7.1 (qemu-testing.md §6.4), so the harness refuses.
+    fn assert_tpm_accessible(&mut self) {
+        let state = self.runstate();
+        assert_ne!(
+            state, "inmigrate",
+            "test bug: TPM MMIO on an inmigrate destination hangs QEMU"
+        );
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        if self.exited.is_none() && self.child.try_wait().ok().flatten().is_none() {
+            // Note QEMU's exec: children first: once QEMU is reaped they are
+            // reparented and only their process group still ties them to it.
+            let children = children_of(pid);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            for child in children {
+                kill_pid(child);
+            }
+        }
+        kill_leftover_children(pid);
+    }
+}
+
+/// A QEMU process that has not finished connecting; kills it if start-up fails.
+struct Starting {
+    child: Option<Child>,
+    stderr_file: PathBuf,
+}
+
+impl Starting {
+    /// Accepts QEMU's connection on `listener`, failing fast if QEMU exits.
+    fn accept(&mut self, listener: &UnixListener, what: &str, deadline: Instant) -> UnixStream {
+        poll_until(deadline, &format!("QEMU to connect to the {what} socket"), || {
+            match listener.accept() {
+                Ok((stream, _)) => Some(stream),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let child = self.child.as_mut().expect("child present");
+                    if let Some(status) = child.try_wait().expect("try_wait") {
+                        self.fail(&format!("QEMU exited with {status} during start-up"));
+                    }
+                    None
+                }
+                Err(err) => self.fail(&format!("accept on the {what} socket: {err}")),
+            }
+        })
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            kill_leftover_children(child.id());
+        }
+        panic!(
+            "starting QEMU failed: {why}\nQEMU output:\n{}",
+            read_for_diagnostics(&self.stderr_file)
+        );
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn listen(path: &Path) -> UnixListener {
+    let _ = fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .unwrap_or_else(|err| panic!("listen on {}: {err}", path.display()));
+    listener.set_nonblocking(true).expect("nonblocking listener");
+    listener
+}
+
+/// The command line of qemu-testing.md §1.2.
+fn qemu_args(
+    opts: &QemuOptions,
+    qtest: &Path,
+    qmp: &Path,
+    firmware_log: Option<&Path>,
+) -> Vec<String> {
+    // QEMU's option syntax separates with commas.
+    let path = |p: &Path| {
+        let s = p.display().to_string();
+        assert!(!s.contains(','), "path {s:?} contains a comma");
+        s
+    };
+    let machine = match opts.machine {
+        Machine::Q35 => "q35",
+        Machine::Pc => "pc",
+    };
+    let device = match opts.device {
+        TpmDevice::Tis => "tpm-tis",
+        TpmDevice::Crb => "tpm-crb",
+    };
+    let mut args: Vec<String> = vec![
+        "-machine".into(),
+        machine.into(),
+        "-accel".into(),
+        "tcg".into(),
+        "-m".into(),
+        "128".into(),
+        "-nodefaults".into(),
+        "-display".into(),
+        "none".into(),
+        "-qtest".into(),
+        format!("unix:{}", path(qtest)),
+        "-qtest-log".into(),
+        "/dev/null".into(),
+        "-chardev".into(),
+        format!("socket,id=qmp0,path={}", path(qmp)),
+        "-mon".into(),
+        "chardev=qmp0,mode=control".into(),
+        "-chardev".into(),
+        format!("socket,id=chrtpm,path={}", path(&opts.ctrl_socket)),
+        "-tpmdev".into(),
+        "emulator,id=tpm0,chardev=chrtpm".into(),
+        "-device".into(),
+        format!("{device},tpmdev=tpm0"),
+    ];
+    if !opts.start_cpu {
+        args.push("-S".into());
+    }
+    if let Some(uri) = &opts.incoming {
+        args.push("-incoming".into());
+        args.push(uri.clone());
+    }
+    if let Some(log) = firmware_log {
+        args.push("-chardev".into());
+        args.push(format!("file,id=fwlog,path={}", path(log)));
+        args.push("-device".into());
+        args.push("isa-debugcon,iobase=0x402,chardev=fwlog".into());
+    }
+    args
+}
+
+/// PIDs whose parent is `pid` (QEMU's `exec:` migration helpers).
+fn children_of(pid: u32) -> Vec<u32> {
+    processes().filter(|p| p.ppid == pid).map(|p| p.pid).collect()
+}
+
+/// Kills what is left of QEMU's process group (its `exec:` children). A PID cannot be
+/// reused while a process group of that number exists, so this only hits QEMU's own.
+fn kill_leftover_children(qemu_pid: u32) {
+    for process in processes().filter(|p| p.pgrp == qemu_pid && p.pid != qemu_pid) {
+        kill_pid(process.pid);
+    }
+}
+
+fn kill_pid(pid: u32) {
+    // SAFETY: kill(2) with a PID we found as QEMU's child; no memory is involved.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+struct ProcStat {
+    pid: u32,
+    ppid: u32,
+    pgrp: u32,
+}
+
+/// Every process in /proc, with its parent and process group.
+fn processes() -> impl Iterator<Item = ProcStat> {
+    fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "pid (comm) state ppid pgrp …"; comm may contain spaces and parens.
+            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(1);
+            let ppid = fields.next()?.parse().ok()?;
+            let pgrp = fields.next()?.parse().ok()?;
+            Some(ProcStat { pid, ppid, pgrp })
+        })
+}
