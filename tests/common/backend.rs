@@ -156,12 +156,17 @@ impl RunningBackend {
     /// Polls `connect()` on the control socket; fails fast if the process exits.
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let what = format!("{} control socket {}", self.name, self.ctrl_socket().display());
+        let what = format!(
+            "{} control socket {}",
+            self.name,
+            self.ctrl_socket().display()
+        );
         poll_until(deadline, &what, || {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 self.exited = Some(status);
                 panic!(
-                    "{} exited during start-up with {status}\n{}",
+                    "{} exited during start-up with {status} \
+                     ({VTPM_OVERRIDE_ENV}=/usr/bin/swtpm runs the vtpm tests on swtpm)\n{}",
                     self.name,
                     self.diagnostics()
                 );

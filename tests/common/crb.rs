@@ -69,11 +69,25 @@ impl<'q> Crb<'q> {
 
 impl TpmTransport for Crb<'_> {
     fn transmit(&mut self, command: &[u8]) -> Vec<u8> {
-        assert_eq!(packet_size(command), command.len(), "command size field is wrong");
+        assert_eq!(
+            packet_size(command),
+            command.len(),
+            "command size field is wrong"
+        );
         self.write(LOC_CTRL, LOC_CTRL_REQUEST_ACCESS);
         let assigned = LOC_STATE_VALID_ASSIGNED;
-        self.wait(LOC_STATE, assigned, assigned, REGISTER_TIMEOUT, "locality grant");
-        assert_eq!(self.read(LOC_STS) & LOC_STS_GRANTED, LOC_STS_GRANTED, "CRB LOC_STS");
+        self.wait(
+            LOC_STATE,
+            assigned,
+            assigned,
+            REGISTER_TIMEOUT,
+            "locality grant",
+        );
+        assert_eq!(
+            self.read(LOC_STS) & LOC_STS_GRANTED,
+            LOC_STS_GRANTED,
+            "CRB LOC_STS"
+        );
 
         self.write(CTRL_REQ, CTRL_REQ_CMD_READY);
         self.wait(CTRL_STS, CTRL_STS_IDLE, 0, REGISTER_TIMEOUT, "leaving idle");
@@ -91,9 +105,19 @@ impl TpmTransport for Crb<'_> {
         self.qtest.write(cmd_addr, command);
 
         self.write(CTRL_START, CTRL_START_GO);
-        self.wait(CTRL_START, CTRL_START_GO, 0, EXECUTE_TIMEOUT, "command completion");
+        self.wait(
+            CTRL_START,
+            CTRL_START_GO,
+            0,
+            EXECUTE_TIMEOUT,
+            "command completion",
+        );
         let sts = self.read(CTRL_STS);
-        assert_eq!(sts & CTRL_STS_FATAL, 0, "CRB reports a fatal error (CTRL_STS {sts:#x})");
+        assert_eq!(
+            sts & CTRL_STS_FATAL,
+            0,
+            "CRB reports a fatal error (CTRL_STS {sts:#x})"
+        );
 
         let header = self.qtest.read(rsp_addr, 10);
         let size = packet_size(&header);
@@ -101,9 +125,21 @@ impl TpmTransport for Crb<'_> {
         let response = self.qtest.read(rsp_addr, size);
 
         self.write(CTRL_REQ, CTRL_REQ_GO_IDLE);
-        self.wait(CTRL_STS, CTRL_STS_IDLE, CTRL_STS_IDLE, REGISTER_TIMEOUT, "going idle");
+        self.wait(
+            CTRL_STS,
+            CTRL_STS_IDLE,
+            CTRL_STS_IDLE,
+            REGISTER_TIMEOUT,
+            "going idle",
+        );
         self.write(LOC_CTRL, LOC_CTRL_RELINQUISH);
-        self.wait(LOC_STATE, LOC_STATE_ASSIGNED, 0, REGISTER_TIMEOUT, "locality release");
+        self.wait(
+            LOC_STATE,
+            LOC_STATE_ASSIGNED,
+            0,
+            REGISTER_TIMEOUT,
+            "locality release",
+        );
         response
     }
 }

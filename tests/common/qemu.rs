@@ -113,7 +113,12 @@ impl Qemu {
         let qmp_listener = listen(&qmp_path);
 
         let mut command = Command::new(QEMU);
-        command.args(qemu_args(&opts, &qtest_path, &qmp_path, firmware_log.as_deref()));
+        command.args(qemu_args(
+            &opts,
+            &qtest_path,
+            &qmp_path,
+            firmware_log.as_deref(),
+        ));
         let output = File::create(&stderr_file).expect("create QEMU stderr file");
         command
             .stdin(Stdio::null())
@@ -159,7 +164,10 @@ impl Qemu {
         let deadline = Instant::now() + STATE_TIMEOUT;
         match self.qmp.wait_event(name, deadline) {
             Ok(event) => event,
-            Err(err) => panic!("waiting for QMP event {name}: {err}\n{}", self.diagnostics()),
+            Err(err) => panic!(
+                "waiting for QMP event {name}: {err}\n{}",
+                self.diagnostics()
+            ),
         }
     }
 
@@ -229,7 +237,11 @@ impl Qemu {
             self.child.try_wait().expect("try_wait")
         });
         self.exited = Some(status);
-        assert!(status.success(), "QEMU exited with {status}\n{}", self.diagnostics());
+        assert!(
+            status.success(),
+            "QEMU exited with {status}\n{}",
+            self.diagnostics()
+        );
         kill_leftover_children(self.child.id());
     }
 
@@ -244,7 +256,10 @@ impl Qemu {
         poll_until(deadline, "SeaBIOS to print 'No bootable device'", || {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 self.exited = Some(status);
-                panic!("QEMU exited with {status} during firmware\n{}", self.diagnostics());
+                panic!(
+                    "QEMU exited with {status} during firmware\n{}",
+                    self.diagnostics()
+                );
             }
             let text = fs::read(&log).unwrap_or_default();
             String::from_utf8_lossy(&text)
@@ -264,7 +279,12 @@ impl Qemu {
 
     /// The TIS device on a chosen locality (0–3).
     pub fn tis(&mut self, locality: u8) -> Tis<'_> {
-        assert_eq!(self.device, TpmDevice::Tis, "tis() on a {:?} VM", self.device);
+        assert_eq!(
+            self.device,
+            TpmDevice::Tis,
+            "tis() on a {:?} VM",
+            self.device
+        );
         self.assert_tpm_accessible();
         Tis::new(&mut self.qtest, locality)
     }
@@ -311,8 +331,10 @@ struct Starting {
 impl Starting {
     /// Accepts QEMU's connection on `listener`, failing fast if QEMU exits.
     fn accept(&mut self, listener: &UnixListener, what: &str, deadline: Instant) -> UnixStream {
-        poll_until(deadline, &format!("QEMU to connect to the {what} socket"), || {
-            match listener.accept() {
+        poll_until(
+            deadline,
+            &format!("QEMU to connect to the {what} socket"),
+            || match listener.accept() {
                 Ok((stream, _)) => Some(stream),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     let child = self.child.as_mut().expect("child present");
@@ -322,8 +344,8 @@ impl Starting {
                     None
                 }
                 Err(err) => self.fail(&format!("accept on the {what} socket: {err}")),
-            }
-        })
+            },
+        )
     }
 
     fn fail(&mut self, why: &str) -> ! {
@@ -352,7 +374,9 @@ fn listen(path: &Path) -> UnixListener {
     let _ = fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .unwrap_or_else(|err| panic!("listen on {}: {err}", path.display()));
-    listener.set_nonblocking(true).expect("nonblocking listener");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
     listener
 }
 
@@ -420,7 +444,10 @@ fn qemu_args(
 
 /// PIDs whose parent is `pid` (QEMU's `exec:` migration helpers).
 fn children_of(pid: u32) -> Vec<u32> {
-    processes().filter(|p| p.ppid == pid).map(|p| p.pid).collect()
+    processes()
+        .filter(|p| p.ppid == pid)
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Kills what is left of QEMU's process group (its `exec:` children). A PID cannot be

@@ -57,7 +57,9 @@ impl Qmp {
         };
         let greeting = qmp.read_message(deadline)?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!("expected greeting, got {greeting}")));
+            return Err(QmpError::Protocol(format!(
+                "expected greeting, got {greeting}"
+            )));
         }
         qmp.execute("qmp_capabilities", json!({}))?;
         Ok(qmp)

@@ -76,7 +76,10 @@ impl Qtest {
             .strip_prefix("0x")
             .and_then(|hex| u64::from_str_radix(hex, 16).ok())
             .unwrap_or_else(|| panic!("qtest {verb} {addr:#x}: unexpected reply {reply:?}"));
-        assert!(value <= max, "qtest {verb} {addr:#x}: value {value:#x} too wide");
+        assert!(
+            value <= max,
+            "qtest {verb} {addr:#x}: value {value:#x} too wide"
+        );
         value
     }
 

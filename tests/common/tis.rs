@@ -42,7 +42,10 @@ pub struct Tis<'q> {
 impl<'q> Tis<'q> {
     /// `locality` 0–3; QEMU does not grant locality 4 through MMIO.
     pub fn new(qtest: &'q mut Qtest, locality: u8) -> Tis<'q> {
-        assert!(locality <= 3, "TIS locality {locality} cannot be requested via MMIO");
+        assert!(
+            locality <= 3,
+            "TIS locality {locality} cannot be requested via MMIO"
+        );
         Tis { qtest, locality }
     }
 
@@ -56,7 +59,11 @@ impl<'q> Tis<'q> {
 
     fn sts(&mut self) -> u32 {
         let sts = self.qtest.readl(self.reg(STS));
-        assert_ne!(sts, STS_INACTIVE, "TIS STS read while locality {} inactive", self.locality);
+        assert_ne!(
+            sts, STS_INACTIVE,
+            "TIS STS read while locality {} inactive",
+            self.locality
+        );
         sts
     }
 
@@ -105,7 +112,10 @@ impl<'q> Tis<'q> {
         while written < command.len() {
             let sts = self.sts();
             let burst = Self::burst_count(sts);
-            assert!(burst > 0, "TIS burstCount 0 while writing (STS {sts:#010x})");
+            assert!(
+                burst > 0,
+                "TIS burstCount 0 while writing (STS {sts:#010x})"
+            );
             let end = command.len().min(written + burst);
             for &byte in &command[written..end] {
                 self.qtest.writeb(fifo, byte);
@@ -140,12 +150,24 @@ impl<'q> Tis<'q> {
 
 impl TpmTransport for Tis<'_> {
     fn transmit(&mut self, command: &[u8]) -> Vec<u8> {
-        assert!(command.len() <= MAX_PACKET, "command larger than the TIS buffer");
-        assert_eq!(packet_size(command), command.len(), "command size field is wrong");
+        assert!(
+            command.len() <= MAX_PACKET,
+            "command larger than the TIS buffer"
+        );
+        assert_eq!(
+            packet_size(command),
+            command.len(),
+            "command size field is wrong"
+        );
         self.request_locality();
         let sts = self.reg(STS);
         self.qtest.writeb(sts, STS_COMMAND_READY as u8);
-        let ready = self.wait_sts(STS_COMMAND_READY, STS_COMMAND_READY, REGISTER_TIMEOUT, "ready");
+        let ready = self.wait_sts(
+            STS_COMMAND_READY,
+            STS_COMMAND_READY,
+            REGISTER_TIMEOUT,
+            "ready",
+        );
         assert!(Self::burst_count(ready) > 0, "TIS ready with burstCount 0");
 
         self.write_command(command);
@@ -156,7 +178,10 @@ impl TpmTransport for Tis<'_> {
         let mut response = Vec::new();
         self.read_fifo(&mut response, 10);
         let size = packet_size(&response);
-        assert!((10..=MAX_PACKET).contains(&size), "TIS response size {size}");
+        assert!(
+            (10..=MAX_PACKET).contains(&size),
+            "TIS response size {size}"
+        );
         self.read_fifo(&mut response, size - 10);
         let after = self.sts();
         assert_eq!(

@@ -47,6 +47,8 @@ pub const NV_OWNER_RW_NO_DA: u32 = 0x0206_0006;
 pub const RC_INITIALIZE: u32 = 0x100;
 /// TPM_RC_VALUE on parameter 1: Startup(STATE) with no saved state.
 pub const RC_VALUE_PARAM1: u32 = 0x1C4;
+/// TPM_RC_NV_DEFINED: the NV index already exists.
+pub const RC_NV_DEFINED: u32 = 0x14C;
 /// TPM_RC_LOCALITY: the command is not allowed from this locality.
 pub const RC_LOCALITY: u32 = 0x907;
 /// TPM_RC_REFERENCE_H0: handle 1 refers to no loaded object.
@@ -168,7 +170,8 @@ impl CommandBuilder {
     }
 
     fn tpm2b(&mut self, v: &[u8]) -> &mut Self {
-        self.u16(u16::try_from(v.len()).expect("TPM2B too long")).bytes(v)
+        self.u16(u16::try_from(v.len()).expect("TPM2B too long"))
+            .bytes(v)
     }
 
     /// The authorization area: one TPM_RS_PW session with an empty password.
@@ -201,15 +204,21 @@ fn pcr_select_bitmap(pcr: u32) -> [u8; PCR_SELECT_BYTES] {
 }
 
 pub fn startup(kind: StartupType) -> Vec<u8> {
-    CommandBuilder::new(ST_NO_SESSIONS, CC_STARTUP).u16(kind.code()).finish()
+    CommandBuilder::new(ST_NO_SESSIONS, CC_STARTUP)
+        .u16(kind.code())
+        .finish()
 }
 
 pub fn shutdown(kind: StartupType) -> Vec<u8> {
-    CommandBuilder::new(ST_NO_SESSIONS, CC_SHUTDOWN).u16(kind.code()).finish()
+    CommandBuilder::new(ST_NO_SESSIONS, CC_SHUTDOWN)
+        .u16(kind.code())
+        .finish()
 }
 
 pub fn get_random(bytes_requested: u16) -> Vec<u8> {
-    CommandBuilder::new(ST_NO_SESSIONS, CC_GET_RANDOM).u16(bytes_requested).finish()
+    CommandBuilder::new(ST_NO_SESSIONS, CC_GET_RANDOM)
+        .u16(bytes_requested)
+        .finish()
 }
 
 pub fn pcr_extend_sha256(pcr: u32, digest: &[u8; SHA256_DIGEST_LEN]) -> Vec<u8> {
@@ -316,11 +325,15 @@ pub fn create_primary(key: PrimaryKey) -> Vec<u8> {
 }
 
 pub fn read_public(handle: u32) -> Vec<u8> {
-    CommandBuilder::new(ST_NO_SESSIONS, CC_READ_PUBLIC).u32(handle).finish()
+    CommandBuilder::new(ST_NO_SESSIONS, CC_READ_PUBLIC)
+        .u32(handle)
+        .finish()
 }
 
 pub fn flush_context(handle: u32) -> Vec<u8> {
-    CommandBuilder::new(ST_NO_SESSIONS, CC_FLUSH_CONTEXT).u32(handle).finish()
+    CommandBuilder::new(ST_NO_SESSIONS, CC_FLUSH_CONTEXT)
+        .u32(handle)
+        .finish()
 }
 
 /// GetCapability(TPM_CAP_PCRS): the allocated PCR banks.
@@ -336,14 +349,20 @@ pub fn get_capability_pcrs() -> Vec<u8> {
 
 /// The size field of a command or response header (bytes 2–5).
 pub fn packet_size(packet: &[u8]) -> usize {
-    assert!(packet.len() >= 10, "TPM packet shorter than its header: {packet:02x?}");
+    assert!(
+        packet.len() >= 10,
+        "TPM packet shorter than its header: {packet:02x?}"
+    );
     u32::from_be_bytes(packet[2..6].try_into().expect("4 bytes")) as usize
 }
 
 /// The response code of a whole response, after checking the header.
 pub fn response_code(response: &[u8]) -> TpmResult<u32> {
     if response.len() < 10 {
-        return Err(malformed(format!("{} bytes, shorter than a header", response.len())));
+        return Err(malformed(format!(
+            "{} bytes, shorter than a header",
+            response.len()
+        )));
     }
     if packet_size(response) != response.len() {
         return Err(malformed(format!(
@@ -361,7 +380,9 @@ pub fn response_code(response: &[u8]) -> TpmResult<u32> {
         tag == ST_NO_SESSIONS && response.len() == 10
     };
     if !tag_ok {
-        return Err(malformed(format!("tag {tag:#06x} with rc {rc:#x}: {response:02x?}")));
+        return Err(malformed(format!(
+            "tag {tag:#06x} with rc {rc:#x}: {response:02x?}"
+        )));
     }
     Ok(rc)
 }
@@ -391,11 +412,15 @@ impl<'a> Reader<'a> {
     }
 
     fn u16(&mut self) -> TpmResult<u16> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
 
     fn u32(&mut self) -> TpmResult<u32> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn tpm2b(&mut self) -> TpmResult<&'a [u8]> {
@@ -413,7 +438,11 @@ impl<'a> Reader<'a> {
         if self.bytes.is_empty() {
             Ok(())
         } else {
-            Err(malformed(format!("{} has {} extra bytes", self.what, self.bytes.len())))
+            Err(malformed(format!(
+                "{} has {} extra bytes",
+                self.what,
+                self.bytes.len()
+            )))
         }
     }
 }
@@ -451,7 +480,9 @@ fn sessions_body<'a>(
         bytes: &response[10..],
         what,
     };
-    let handles = (0..handles).map(|_| body.u32()).collect::<TpmResult<Vec<_>>>()?;
+    let handles = (0..handles)
+        .map(|_| body.u32())
+        .collect::<TpmResult<Vec<_>>>()?;
     let parameter_size = body.u32()? as usize;
     let parameters = body.take(parameter_size)?;
     if body.bytes != PASSWORD_AUTH_RESPONSE {
@@ -544,7 +575,9 @@ pub fn parse_get_capability_pcrs(response: &[u8]) -> TpmResult<Vec<PcrBank>> {
     body.u8()?; // moreData
     let capability = body.u32()?;
     if capability != CAP_PCRS {
-        return Err(malformed(format!("capability {capability:#x}, wanted TPM_CAP_PCRS")));
+        return Err(malformed(format!(
+            "capability {capability:#x}, wanted TPM_CAP_PCRS"
+        )));
     }
     let count = body.u32()?;
     let mut banks = Vec::new();
