@@ -129,10 +129,6 @@ impl RunningBackend {
         &self.paths.ctrl_socket
     }
 
-    pub fn state_dir(&self) -> &Path {
-        &self.paths.state_dir
-    }
-
     /// Waits for the process to exit by itself (e.g. after QEMU's CMD_SHUTDOWN).
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;

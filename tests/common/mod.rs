@@ -16,14 +16,13 @@ pub mod tpm2;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+// Each test binary uses a subset of these.
+#[allow(unused_imports)]
 pub use backend::{Backend, BackendPaths, RunningBackend};
+#[allow(unused_imports)]
 pub use qemu::{Machine, Qemu, QemuOptions, TpmDevice};
+#[allow(unused_imports)]
 pub use tpm2::{StartupType, Tpm2, TpmError, TpmTransport};
-
-/// A deadline `secs` seconds from now.
-pub fn deadline_in(secs: u64) -> Instant {
-    Instant::now() + Duration::from_secs(secs)
-}
 
 /// Calls `f` until it returns `Some`, pausing briefly (with back-off) between tries.
 /// Panics once `deadline` passes, naming `what` was awaited.

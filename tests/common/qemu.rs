@@ -289,6 +289,11 @@ impl Qemu {
         Tis::new(&mut self.qtest, locality)
     }
 
+    /// Raw qtest access, for checks that do not go through the TPM device.
+    pub fn qtest(&mut self) -> &mut Qtest {
+        &mut self.qtest
+    }
+
     /// QEMU's stderr so far.
     pub fn diagnostics(&self) -> String {
         format!("QEMU output:\n{}", read_for_diagnostics(&self.stderr_file))
