@@ -6,12 +6,15 @@
 #[allow(dead_code)]
 mod common;
 
+use std::time::{Duration, Instant};
+
+use common::qemu::process_state;
 use common::qtest::validate_command;
 use common::tpm2::{
     self, NV_OWNER_RW_NO_DA, PrimaryKey, StartupType, TpmError, parse_no_output,
     parse_no_output_with_session, parse_pcr_read_sha256,
 };
-use common::{Backend, BackendPaths, Qemu, QemuOptions, TpmDevice};
+use common::{Backend, BackendPaths, Qemu, QemuOptions, TpmDevice, poll_until};
 
 /// Parses "80 01 00 0C" style hex (spaces ignored) into bytes.
 fn hex(text: &str) -> Vec<u8> {
@@ -175,4 +178,29 @@ fn qtest_access_widths_on_guest_ram() {
     qtest.write(ram + 8, b"qtest bytes");
     assert_eq!(qtest.read(ram + 8, 11), b"qtest bytes");
     qemu.quit();
+}
+
+/// QEMU's `exec:` helpers outlive QEMU; dropping a `Qemu` must kill them too.
+#[test]
+fn dropping_qemu_kills_its_exec_helpers() {
+    let dir = common::short_tempdir();
+    let paths = BackendPaths::new(&dir.path().join("state"), dir.path());
+    let _backend = Backend::debian_swtpm().spawn(&paths, &[]);
+    // An incoming stream that never arrives keeps the helper running.
+    let options =
+        QemuOptions::new(dir.path(), &paths.ctrl_socket, TpmDevice::Tis).incoming("exec:sleep 600");
+    let qemu = Qemu::start(options);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let helpers = poll_until(deadline, "QEMU's exec: helper", || {
+        Some(qemu.helper_pids()).filter(|pids| !pids.is_empty())
+    });
+    drop(qemu);
+    for pid in helpers {
+        // Orphans are reparented to PID 1, which may leave them as zombies.
+        let state = process_state(pid);
+        assert!(
+            matches!(state, None | Some('Z')),
+            "helper {pid} still alive ({state:?})"
+        );
+    }
 }

@@ -232,17 +232,13 @@ impl Qemu {
                 ) => {}
             Err(err) => panic!("QMP quit: {err}\n{}", self.diagnostics()),
         }
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        let status = poll_until(deadline, "QEMU to exit after quit", || {
-            self.child.try_wait().expect("try_wait")
-        });
+        let status = reap(&mut self.child, EXIT_TIMEOUT);
         self.exited = Some(status);
         assert!(
             status.success(),
             "QEMU exited with {status}\n{}",
             self.diagnostics()
         );
-        kill_leftover_children(self.child.id());
     }
 
     /// Waits until SeaBIOS has printed `No bootable device` on its debug port: it has
@@ -254,7 +250,8 @@ impl Qemu {
             .expect("wait_firmware_done needs QemuOptions::firmware_log()");
         let deadline = Instant::now() + FIRMWARE_TIMEOUT;
         poll_until(deadline, "SeaBIOS to print 'No bootable device'", || {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if has_exited(&self.child) {
+                let status = reap(&mut self.child, EXIT_TIMEOUT);
                 self.exited = Some(status);
                 panic!(
                     "QEMU exited with {status} during firmware\n{}",
@@ -289,6 +286,14 @@ impl Qemu {
         Tis::new(&mut self.qtest, locality)
     }
 
+    /// Processes QEMU started (its `exec:` migration helpers), by PID.
+    pub fn helper_pids(&self) -> Vec<u32> {
+        let group = self.child.id();
+        processes_in_group(group)
+            .filter(|&pid| pid != group)
+            .collect()
+    }
+
     /// Raw qtest access, for checks that do not go through the TPM device.
     pub fn qtest(&mut self) -> &mut Qtest {
         &mut self.qtest
@@ -312,18 +317,11 @@ impl Qemu {
 
 impl Drop for Qemu {
     fn drop(&mut self) {
-        let pid = self.child.id();
-        if self.exited.is_none() && self.child.try_wait().ok().flatten().is_none() {
-            // Note QEMU's exec: children first: once QEMU is reaped they are
-            // reparented and only their process group still ties them to it.
-            let children = children_of(pid);
+        if self.exited.is_none() {
+            // `Child::kill` signals exactly our unreaped child's PID.
             let _ = self.child.kill();
-            let _ = self.child.wait();
-            for child in children {
-                kill_pid(child);
-            }
+            reap(&mut self.child, EXIT_TIMEOUT);
         }
-        kill_leftover_children(pid);
     }
 }
 
@@ -342,9 +340,9 @@ impl Starting {
             || match listener.accept() {
                 Ok((stream, _)) => Some(stream),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    let child = self.child.as_mut().expect("child present");
-                    if let Some(status) = child.try_wait().expect("try_wait") {
-                        self.fail(&format!("QEMU exited with {status} during start-up"));
+                    let child = self.child.as_ref().expect("child present");
+                    if has_exited(child) {
+                        self.fail("QEMU exited during start-up");
                     }
                     None
                 }
@@ -354,13 +352,13 @@ impl Starting {
     }
 
     fn fail(&mut self, why: &str) -> ! {
+        let mut status = None;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
-            let _ = child.wait();
-            kill_leftover_children(child.id());
+            status = Some(reap(&mut child, EXIT_TIMEOUT));
         }
         panic!(
-            "starting QEMU failed: {why}\nQEMU output:\n{}",
+            "starting QEMU failed: {why} (exit: {status:?})\nQEMU output:\n{}",
             read_for_diagnostics(&self.stderr_file)
         );
     }
@@ -370,7 +368,7 @@ impl Drop for Starting {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            reap(&mut child, EXIT_TIMEOUT);
         }
     }
 }
@@ -447,46 +445,54 @@ fn qemu_args(
     args
 }
 
-/// PIDs whose parent is `pid` (QEMU's `exec:` migration helpers).
-fn children_of(pid: u32) -> Vec<u32> {
-    processes()
-        .filter(|p| p.ppid == pid)
-        .map(|p| p.pid)
-        .collect()
+/// Whether QEMU has exited. It is not reaped here (unlike `Child::try_wait`): see `reap`.
+fn has_exited(child: &Child) -> bool {
+    let pid = child.id();
+    let state = process_state(pid).unwrap_or_else(|| panic!("QEMU {pid} vanished unreaped"));
+    state == 'Z'
 }
 
-/// Kills what is left of QEMU's process group (its `exec:` children). A PID cannot be
-/// reused while a process group of that number exists, so this only hits QEMU's own.
-fn kill_leftover_children(qemu_pid: u32) {
-    for process in processes().filter(|p| p.pgrp == qemu_pid && p.pid != qemu_pid) {
-        kill_pid(process.pid);
-    }
+/// Waits until QEMU has exited, kills the rest of its process group (the `exec:`
+/// migration helpers, which outlive it), then reaps it. Until it is reaped QEMU is a
+/// zombie, so neither its PID nor its process-group number can be reused meanwhile:
+/// every process found in that group is one of QEMU's.
+fn reap(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    poll_until(deadline, "QEMU to exit", || has_exited(child).then_some(()));
+    let group = child.id();
+    // Repeat until none is alive: signals land asynchronously, and a shell helper may
+    // fork while the group is being scanned.
+    poll_until(deadline, "QEMU's exec: helpers to die", || {
+        let alive: Vec<u32> = processes_in_group(group)
+            .filter(|&pid| pid != group && process_state(pid).is_some_and(|s| s != 'Z'))
+            .collect();
+        for &pid in &alive {
+            // SAFETY: kill(2) on a PID of QEMU's process group; no memory is involved.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        alive.is_empty().then_some(())
+    });
+    child.wait().expect("reap QEMU")
 }
 
-fn kill_pid(pid: u32) {
-    // SAFETY: kill(2) with a PID we found as QEMU's child; no memory is involved.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
+/// The state letter in /proc/PID/stat (`R`, `S`, `Z`, …); None if there is no such PID.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp …"; comm may contain spaces and parens.
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
-struct ProcStat {
-    pid: u32,
-    ppid: u32,
-    pgrp: u32,
-}
-
-/// Every process in /proc, with its parent and process group.
-fn processes() -> impl Iterator<Item = ProcStat> {
+/// Every PID whose process group is `group`.
+fn processes_in_group(group: u32) -> impl Iterator<Item = u32> {
     fs::read_dir("/proc")
         .expect("read /proc")
-        .filter_map(|entry| {
+        .filter_map(move |entry| {
             let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // "pid (comm) state ppid pgrp …"; comm may contain spaces and parens.
-            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(1);
-            let ppid = fields.next()?.parse().ok()?;
-            let pgrp = fields.next()?.parse().ok()?;
-            Some(ProcStat { pid, ppid, pgrp })
+            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+            let pgrp: u32 = fields.nth(2)?.parse().ok()?; // after state and ppid
+            (pgrp == group).then_some(pid)
         })
 }
