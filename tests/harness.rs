@@ -204,3 +204,18 @@ fn dropping_qemu_kills_its_exec_helpers() {
         );
     }
 }
+
+/// Touching TPM registers on an `inmigrate` destination hangs QEMU 7.2 with swtpm 0.7.1
+/// (qemu-testing.md §6.4); the harness must refuse instead.
+#[test]
+#[should_panic(expected = "inmigrate destination")]
+fn tpm_access_on_inmigrate_destination_is_refused() {
+    let dir = common::short_tempdir();
+    let paths = BackendPaths::new(&dir.path().join("state"), dir.path());
+    let _backend = Backend::debian_swtpm().spawn(&paths, &[]);
+    let options =
+        QemuOptions::new(dir.path(), &paths.ctrl_socket, TpmDevice::Tis).incoming("defer");
+    let mut qemu = Qemu::start(options);
+    assert_eq!(qemu.runstate(), "inmigrate");
+    qemu.tpm();
+}
