@@ -48,8 +48,19 @@ impl Vm {
         device: TpmDevice,
         configure: impl FnOnce(QemuOptions) -> QemuOptions,
     ) -> Vm {
+        Vm::start_with_args(backend, &[], state_dir, run_dir, device, configure)
+    }
+
+    fn start_with_args(
+        backend: &Backend,
+        backend_args: &[&str],
+        state_dir: &Path,
+        run_dir: &Path,
+        device: TpmDevice,
+        configure: impl FnOnce(QemuOptions) -> QemuOptions,
+    ) -> Vm {
         fs::create_dir_all(run_dir).expect("create run dir");
-        let backend = backend.spawn(&BackendPaths::new(state_dir, run_dir), &[]);
+        let backend = backend.spawn(&BackendPaths::new(state_dir, run_dir), backend_args);
         let options = configure(QemuOptions::new(run_dir, backend.ctrl_socket(), device));
         let qemu = Qemu::start(options);
         Vm { backend, qemu }
@@ -216,18 +227,45 @@ fn tpm_commands_through_crb_on_pc() {
     vm.quit();
 }
 
-#[test]
-fn system_reset_requires_startup_and_keeps_nv() {
+/// How the backend ends a running TPM 2 whose client sent no TPM2_Shutdown (at a
+/// reset, a stop or an exit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AutoShutdown {
+    /// vtpm's default, as swtpm ≥ 0.8: it sends TPM2_Shutdown(STATE) itself, so the
+    /// next Startup(STATE) resumes.
+    On,
+    /// `--flags disable-auto-shutdown`: like a real TPM losing power, only
+    /// Startup(CLEAR) works afterwards.
+    Off,
+}
+
+impl AutoShutdown {
+    fn backend_args(self) -> &'static [&'static str] {
+        match self {
+            AutoShutdown::On => &[],
+            AutoShutdown::Off => &["--flags", "disable-auto-shutdown"],
+        }
+    }
+}
+
+fn system_reset_cycles(auto_shutdown: AutoShutdown) {
     let dir = common::short_tempdir();
     let state = dir.path().join("state");
-    let mut vm = Vm::start(&Backend::vtpm(), &state, dir.path(), TpmDevice::Tis, |o| o);
+    let mut vm = Vm::start_with_args(
+        &Backend::vtpm(),
+        auto_shutdown.backend_args(),
+        &state,
+        dir.path(),
+        TpmDevice::Tis,
+        |o| o,
+    );
     {
         let mut tpm = vm.qemu.tpm();
         tpm.startup(StartupType::Clear).unwrap();
         define_and_write_nv(&mut *tpm);
     }
     for cycle in 1..=3 {
-        extend_and_check(&mut *vm.qemu.tpm(), TEST_PCR, b"before reset");
+        let before = extend_and_check(&mut *vm.qemu.tpm(), TEST_PCR, b"before reset");
         vm.qemu.execute("system_reset", json!({}));
         let event = vm.qemu.wait_event("RESET");
         assert_eq!(
@@ -245,32 +283,59 @@ fn system_reset_requires_startup_and_keeps_nv() {
         );
         let pcr = tpm.pcr_read_sha256(TEST_PCR);
         assert_eq!(pcr.unwrap_err(), uninitialized, "cycle {cycle}: PCR_Read");
-        // Nothing was saved with Shutdown(STATE), so only a clear start is possible.
-        assert_eq!(
-            tpm.startup(StartupType::State),
-            Err(TpmError::Rc(RC_VALUE_PARAM1)),
-            "cycle {cycle}: Startup(STATE)"
-        );
+        match auto_shutdown {
+            AutoShutdown::On => {
+                tpm.startup(StartupType::State).unwrap();
+                let pcr = tpm.pcr_read_sha256(TEST_PCR).unwrap();
+                assert_eq!(pcr.digest, before.digest, "cycle {cycle}: PCR resumed");
+                // A clear start on the next cycle needs a fresh reset: do it now.
+                tpm.shutdown(StartupType::Clear).unwrap();
+                drop(tpm);
+                vm.qemu.execute("system_reset", json!({}));
+                vm.qemu.wait_event("RESET");
+                vm.qemu.wait_runstate("prelaunch");
+                tpm = vm.qemu.tpm();
+            }
+            AutoShutdown::Off => {
+                // Nothing was saved with Shutdown(STATE): only a clear start works.
+                assert_eq!(
+                    tpm.startup(StartupType::State),
+                    Err(TpmError::Rc(RC_VALUE_PARAM1)),
+                    "cycle {cycle}: Startup(STATE)"
+                );
+            }
+        }
         tpm.startup(StartupType::Clear).unwrap();
         let pcr = tpm.pcr_read_sha256(TEST_PCR).unwrap();
         assert_eq!(
             pcr.digest, ZERO_DIGEST,
-            "cycle {cycle}: PCR {TEST_PCR} after reset"
+            "cycle {cycle}: PCR {TEST_PCR} after a clear start"
         );
         assert_nv_data(&mut *tpm);
     }
     vm.quit();
 }
 
+#[test]
+fn system_reset_cycles_resume_state_with_auto_shutdown() {
+    system_reset_cycles(AutoShutdown::On);
+}
+
+#[test]
+fn system_reset_cycles_need_startup_clear_without_auto_shutdown() {
+    system_reset_cycles(AutoShutdown::Off);
+}
+
 /// Quit, then a new backend and QEMU on the same state dir. With Shutdown(STATE)
-/// before the quit the PCRs resume; without it only Startup(CLEAR) works. NV data
-/// survives both.
-fn restart_on_same_state(shutdown_state_first: bool) {
+/// before the quit, or the backend's automatic one, the PCRs resume; otherwise only
+/// Startup(CLEAR) works. NV data survives in every case.
+fn restart_on_same_state(shutdown_state_first: bool, auto_shutdown: AutoShutdown) {
     let dir = common::short_tempdir();
     let state = dir.path().join("state");
 
-    let mut first = Vm::start(
+    let mut first = Vm::start_with_args(
         &Backend::vtpm(),
+        auto_shutdown.backend_args(),
         &state,
         &dir.path().join("run1"),
         TpmDevice::Tis,
@@ -289,8 +354,9 @@ fn restart_on_same_state(shutdown_state_first: bool) {
     first.quit();
     assert_state_dir_has_only_tpm_files(&state);
 
-    let mut second = Vm::start(
+    let mut second = Vm::start_with_args(
         &Backend::vtpm(),
+        auto_shutdown.backend_args(),
         &state,
         &dir.path().join("run2"),
         TpmDevice::Tis,
@@ -298,7 +364,7 @@ fn restart_on_same_state(shutdown_state_first: bool) {
     );
     {
         let mut tpm = second.qemu.tpm();
-        if shutdown_state_first {
+        if shutdown_state_first || auto_shutdown == AutoShutdown::On {
             tpm.startup(StartupType::State).unwrap();
             let pcr = tpm.pcr_read_sha256(TEST_PCR).unwrap();
             assert_eq!(pcr.digest, pcr_before.digest, "PCR {TEST_PCR} resumed");
@@ -323,12 +389,17 @@ fn restart_on_same_state(shutdown_state_first: bool) {
 
 #[test]
 fn restart_after_shutdown_state_resumes_pcrs() {
-    restart_on_same_state(true);
+    restart_on_same_state(true, AutoShutdown::Off);
+}
+
+#[test]
+fn restart_after_quit_resumes_pcrs_thanks_to_auto_shutdown() {
+    restart_on_same_state(false, AutoShutdown::On);
 }
 
 #[test]
 fn restart_without_shutdown_state_needs_startup_clear() {
-    restart_on_same_state(false);
+    restart_on_same_state(false, AutoShutdown::Off);
 }
 
 /// What a migrated TPM must still have.

@@ -95,19 +95,25 @@ impl CtrlClient {
         let stream = UnixStream::connect(path)
             .unwrap_or_else(|err| panic!("connect to control socket {}: {err}", path.display()));
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        CtrlClient { conn: Conn::Unix(stream) }
+        CtrlClient {
+            conn: Conn::Unix(stream),
+        }
     }
 
     pub fn tcp(port: u16) -> CtrlClient {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|err| panic!("connect to control port {port}: {err}"));
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        CtrlClient { conn: Conn::Tcp(stream) }
+        CtrlClient {
+            conn: Conn::Tcp(stream),
+        }
     }
 
     pub fn from_unix_stream(stream: UnixStream) -> CtrlClient {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        CtrlClient { conn: Conn::Unix(stream) }
+        CtrlClient {
+            conn: Conn::Unix(stream),
+        }
     }
 
     /// Writes bytes with one write.
@@ -124,7 +130,9 @@ impl CtrlClient {
 
     /// SET_DATAFD with `fd` attached as SCM_RIGHTS.
     pub fn set_datafd(&mut self, fd: BorrowedFd<'_>) -> Reply {
-        let Conn::Unix(stream) = &self.conn else { panic!("SET_DATAFD needs a UNIX socket") };
+        let Conn::Unix(stream) = &self.conn else {
+            panic!("SET_DATAFD needs a UNIX socket")
+        };
         let code = SET_DATAFD.to_be_bytes();
         let fds = [fd.as_raw_fd()];
         sendmsg::<()>(
@@ -167,14 +175,18 @@ impl CtrlClient {
 
     pub fn read_n(&mut self, n: usize) -> Vec<u8> {
         let mut buf = vec![0u8; n];
-        self.conn.read_exact(&mut buf).unwrap_or_else(|err| panic!("read {n} control bytes: {err}"));
+        self.conn
+            .read_exact(&mut buf)
+            .unwrap_or_else(|err| panic!("read {n} control bytes: {err}"));
         buf
     }
 
     /// Waits for the peer to close the connection; returns the bytes that came before.
     pub fn read_until_closed(&mut self) -> Vec<u8> {
         let mut all = Vec::new();
-        self.conn.read_to_end(&mut all).expect("read until the daemon closes");
+        self.conn
+            .read_to_end(&mut all)
+            .expect("read until the daemon closes");
         all
     }
 

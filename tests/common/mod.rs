@@ -6,7 +6,9 @@
 
 pub mod backend;
 pub mod crb;
+pub mod ctrl;
 pub mod line_stream;
+pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod qtest;

@@ -18,7 +18,10 @@ pub fn vtpm_swtpm() -> PathBuf {
 /// Debian's swtpm, the reference for differential tests.
 pub fn debian_swtpm() -> PathBuf {
     let path = PathBuf::from("/usr/bin/swtpm");
-    assert!(path.exists(), "/usr/bin/swtpm is missing: install Debian's swtpm (apt-get install swtpm)");
+    assert!(
+        path.exists(),
+        "/usr/bin/swtpm is missing: install Debian's swtpm (apt-get install swtpm)"
+    );
     path
 }
 
@@ -55,7 +58,12 @@ impl Process {
             .stderr(File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {command:?}: {err}"));
-        Process { child, stdout_path, stderr_path, status: None }
+        Process {
+            child,
+            stdout_path,
+            stderr_path,
+            status: None,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -81,13 +89,19 @@ impl Process {
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         let pid = self.pid();
-        poll_until(deadline, &format!("process {pid} to exit"), || self.try_status())
+        poll_until(deadline, &format!("process {pid} to exit"), || {
+            self.try_status()
+        })
     }
 
     /// Runs to completion and returns status and output.
     pub fn finish(mut self, timeout: Duration) -> Finished {
         let status = self.wait_exit(timeout);
-        Finished { status, stdout: self.stdout(), stderr: self.stderr() }
+        Finished {
+            status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
     }
 
     /// Waits until `path` accepts UNIX connections, failing fast if the process exits.
@@ -95,7 +109,10 @@ impl Process {
         let deadline = Instant::now() + Duration::from_secs(10);
         poll_until(deadline, &format!("socket {}", path.display()), || {
             if let Some(status) = self.try_status() {
-                panic!("daemon exited early with {status}; stderr:\n{}", self.stderr());
+                panic!(
+                    "daemon exited early with {status}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             UnixStream::connect(path).ok().map(|_| ())
         });
@@ -106,15 +123,21 @@ impl Process {
         let deadline = Instant::now() + Duration::from_secs(10);
         poll_until(deadline, &format!("TCP port {port}"), || {
             if let Some(status) = self.try_status() {
-                panic!("daemon exited early with {status}; stderr:\n{}", self.stderr());
+                panic!(
+                    "daemon exited early with {status}; stderr:\n{}",
+                    self.stderr()
+                );
             }
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
         });
     }
 
     /// Sends a signal to this process (by its PID).
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).expect("kill");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .expect("kill");
     }
 }
 
@@ -129,7 +152,11 @@ impl Drop for Process {
 
 /// A TCP port that was free a moment ago (the kernel picks it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Two ports `p` and `p + 1` that were free a moment ago (tpm2-tools' swtpm TCTI uses
