@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod crb;
 pub mod ctrl;
+pub mod data;
 pub mod line_stream;
 pub mod process;
 pub mod qemu;

@@ -120,6 +120,8 @@ pub struct PcrBank {
 pub enum PrimaryKey {
     EccP256Storage,
     Rsa2048Storage,
+    /// Slow to generate (hundreds of ms): for tests that need a long command.
+    Rsa3072Storage,
 }
 
 /// A loaded object's public area (TPMT_PUBLIC bytes) and name.
@@ -283,7 +285,7 @@ fn primary_template(key: PrimaryKey) -> Vec<u8> {
     let mut t = CommandBuilder { bytes: Vec::new() };
     let alg = match key {
         PrimaryKey::EccP256Storage => ALG_ECC,
-        PrimaryKey::Rsa2048Storage => ALG_RSA,
+        PrimaryKey::Rsa2048Storage | PrimaryKey::Rsa3072Storage => ALG_RSA,
     };
     t.u16(alg)
         .u16(ALG_SHA256) // nameAlg
@@ -300,9 +302,14 @@ fn primary_template(key: PrimaryKey) -> Vec<u8> {
                 .tpm2b(&[]) // unique.x
                 .tpm2b(&[]); // unique.y
         }
-        PrimaryKey::Rsa2048Storage => {
+        PrimaryKey::Rsa2048Storage | PrimaryKey::Rsa3072Storage => {
+            let bits = if key == PrimaryKey::Rsa2048Storage {
+                2048
+            } else {
+                3072
+            };
             t.u16(ALG_NULL) // scheme
-                .u16(2048) // keyBits
+                .u16(bits) // keyBits
                 .u32(0) // exponent: default 2^16+1
                 .tpm2b(&[]); // unique
         }
