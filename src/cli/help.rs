@@ -195,10 +195,11 @@ const ENTRIES: &[Entry] = &[
         ShownIn::Both,
         &[
             "where the TPM keeps its state: the existing directory dir, or a",
-            "URI: dir://<path> or file://<path> (one file or block device);",
-            "mode gives the state files' permission bits (octal); lock takes",
-            "a lock on the storage (default: on for directories); without",
-            "this option the TPM_PATH environment variable names the directory",
+            "URI: dir://<path> (file://<path>, one file or block device, is not",
+            "supported by this build yet); mode gives the state files'",
+            "permission bits (octal); lock takes a lock on the storage",
+            "(default: on for directories); without this option the TPM_PATH",
+            "environment variable names the directory",
         ],
     ),
     entry(
