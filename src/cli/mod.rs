@@ -18,6 +18,10 @@ use crate::tpm::StartupType;
 
 /// What `swtpm <argv...>` asks for.
 #[derive(Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per process and matched at once; boxing would only add noise"
+)]
 pub enum Invocation {
     /// Print this text on stdout and exit 0 (`-h`, `--help`).
     Help(String),
@@ -30,6 +34,16 @@ pub enum Invocation {
 pub enum Frontend {
     Socket,
     Chardev,
+}
+
+impl Frontend {
+    /// The sub-command that selects this front end (`swtpm socket ...`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Frontend::Socket => "socket",
+            Frontend::Chardev => "chardev",
+        }
+    }
 }
 
 /// The options of `swtpm socket|chardev` as given. `key=value` options stay raw strings
@@ -117,10 +131,19 @@ pub enum Owner {
 /// A listening socket to create or inherit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenSpec {
-    UnixPath { path: PathBuf, mode: u32, uid: Option<Owner>, gid: Option<Owner> },
+    UnixPath {
+        path: PathBuf,
+        mode: u32,
+        uid: Option<Owner>,
+        gid: Option<Owner>,
+    },
     /// An inherited listening UNIX socket.
     UnixFd(RawFd),
-    Tcp { bindaddr: IpAddr, port: u16, ifname: Option<String> },
+    Tcp {
+        bindaddr: IpAddr,
+        port: u16,
+        ifname: Option<String>,
+    },
     /// An inherited listening TCP socket.
     TcpFd(RawFd),
 }
@@ -141,7 +164,10 @@ pub struct CtrlOptions {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerOptions {
-    Listen { spec: ListenSpec, disconnect: bool },
+    Listen {
+        spec: ListenSpec,
+        disconnect: bool,
+    },
     /// `type=tcp,fd=N`: an inherited, already connected data stream.
     ConnectedFd(RawFd),
 }
