@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::ctrl::*;
 use common::data::DataClient;
 use common::process::{Process, debian_swtpm, free_port, vtpm_swtpm};
-use common::tpm2::{self, PrimaryKey, StartupType, Tpm2};
+use common::tpm2::{self, StorageKey, StartupType, Tpm2};
 
 /// A daemon with a UNIX control socket and a TCP data port.
 struct Instance {
@@ -492,7 +492,7 @@ fn established_and_cancel_answer_during_a_long_command() {
     // here for control requests to arrive while it runs. Try a few times in case one
     // generation is quick.
     for attempt in 0..10 {
-        data.send_raw(&tpm2::create_primary(PrimaryKey::Rsa3072Storage));
+        data.send_raw(&tpm2::create_primary(StorageKey::Rsa3072));
         let sent = Instant::now();
         let established = client.request(GET_TPMESTABLISHED, &[]);
         assert_eq!(established.wire(), be(&[0, 0]));
@@ -530,7 +530,7 @@ fn cancel_between_commands_does_not_cancel_the_next_one() {
         let mut data = DataClient::tcp(instance.data_port);
         data.startup(StartupType::Clear).unwrap();
         assert_eq!(client.request(CANCEL_TPM_CMD, &[]).rc, 0);
-        let created = data.create_primary(PrimaryKey::Rsa2048Storage);
+        let created = data.create_primary(StorageKey::Rsa2048);
         assert!(created.is_ok(), "{}: {created:?}", program.display());
     }
 }

@@ -20,7 +20,8 @@ const TPM12_FATAL: [u8; 10] = [0, 0xc4, 0, 0, 0, 10, 0, 0, 0, 9];
 const GET_RANDOM_8: [u8; 12] = [0x80, 1, 0, 0, 0, 12, 0, 0, 1, 0x7b, 0, 8];
 
 struct Server {
-    process: Process,
+    /// Killed when the test is done with it.
+    _process: Process,
     _dir: tempfile::TempDir,
     port: u16,
     ctrl: std::path::PathBuf,
@@ -50,7 +51,7 @@ fn server(program: &Path, tpm2: bool, server_extra: &str, extra: &[&str]) -> Ser
     let mut process = Process::start(program, &argv, dir.path());
     process.wait_unix_socket(&ctrl);
     Server {
-        process,
+        _process: process,
         _dir: dir,
         port,
         ctrl,
@@ -254,7 +255,7 @@ fn every_response_comes_in_one_read() {
     let mut data = DataClient::tcp(server.port);
     data.startup(StartupType::Clear).unwrap();
     let created = data
-        .create_primary(tpm2::PrimaryKey::Rsa2048Storage)
+        .create_primary(tpm2::StorageKey::Rsa2048)
         .unwrap();
     for command in [
         tpm2::get_capability_pcrs(),

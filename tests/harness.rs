@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::qemu::process_state;
 use common::qtest::validate_command;
 use common::tpm2::{
-    self, NV_OWNER_RW_NO_DA, PrimaryKey, StartupType, TpmError, parse_no_output,
+    self, NV_OWNER_RW_NO_DA, StorageKey, StartupType, TpmError, parse_no_output,
     parse_no_output_with_session, parse_pcr_read_sha256,
 };
 use common::{Backend, BackendPaths, Qemu, QemuOptions, TpmDevice, poll_until};
@@ -89,13 +89,13 @@ fn object_commands_match_the_spec() {
          001A 0023 000B 00030072 0000 0006 0080 0043 0010 0003 0010 0000 0000 \
          0000 00000000"
     );
-    assert_eq!(tpm2::create_primary(PrimaryKey::EccP256Storage), hex(&ecc));
+    assert_eq!(tpm2::create_primary(StorageKey::EccP256), hex(&ecc));
     let rsa = format!(
         "8002 00000043 00000131 40000001 {EMPTY_PASSWORD_AUTH} 0004 0000 0000 \
          001A 0001 000B 00030072 0000 0006 0080 0043 0010 0800 00000000 0000 \
          0000 00000000"
     );
-    assert_eq!(tpm2::create_primary(PrimaryKey::Rsa2048Storage), hex(&rsa));
+    assert_eq!(tpm2::create_primary(StorageKey::Rsa2048), hex(&rsa));
     assert_eq!(
         tpm2::read_public(0x8000_0001),
         hex("8001 0000000E 00000173 80000001")

@@ -16,7 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use common::tpm2::{
-    ALG_SHA256, CreatedPrimary, NV_OWNER_RW_NO_DA, PcrValue, PrimaryKey, RC_INITIALIZE,
+    ALG_SHA256, CreatedPrimary, NV_OWNER_RW_NO_DA, PcrValue, StorageKey, RC_INITIALIZE,
     RC_LOCALITY, RC_NV_DEFINED, RC_REFERENCE_H0, RC_VALUE_PARAM1,
 };
 use common::{
@@ -415,8 +415,8 @@ fn fill_tpm(tpm: &mut dyn TpmTransport) -> TpmContents {
     tpm.startup(StartupType::Clear).unwrap();
     let pcr = extend_and_check(tpm, TEST_PCR, b"before migration");
     define_and_write_nv(tpm);
-    let rsa = tpm.create_primary(PrimaryKey::Rsa2048Storage).unwrap();
-    let ecc = tpm.create_primary(PrimaryKey::EccP256Storage).unwrap();
+    let rsa = tpm.create_primary(StorageKey::Rsa2048).unwrap();
+    let ecc = tpm.create_primary(StorageKey::EccP256).unwrap();
     for key in [&rsa, &ecc] {
         // TPM2B_NAME of an object: nameAlg, then the hash of TPMT_PUBLIC.
         let expected = [

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::ctrl::*;
 use common::data::DataClient;
 use common::process::{Process, debian_swtpm, free_port, vtpm_swtpm};
-use common::tpm2::{self, PrimaryKey, StartupType, Tpm2, TpmTransport};
+use common::tpm2::{self, StorageKey, StartupType, Tpm2, TpmTransport};
 
 const NV_INDEX: u32 = 0x0150_0020;
 
@@ -133,7 +133,7 @@ fn tpm2_fill(tpm: &mut impl TpmTransport, nv: &[u8]) -> Tpm2Contents {
 }
 
 fn tpm2_read(tpm: &mut impl TpmTransport, nv_len: u16) -> Tpm2Contents {
-    let created = tpm.create_primary(PrimaryKey::EccP256Storage).unwrap();
+    let created = tpm.create_primary(StorageKey::EccP256).unwrap();
     let primary = tpm.read_public(created.handle).unwrap().public;
     tpm.flush_context(created.handle).unwrap();
     Tpm2Contents {
@@ -212,7 +212,7 @@ fn tpm2_blob_transfer(source: &Path, target: &Path) {
     a.init(0);
     let mut data = a.data();
     let written = tpm2_fill(&mut data, b"migrated by blob");
-    let loaded = data.create_primary(PrimaryKey::EccP256Storage).unwrap();
+    let loaded = data.create_primary(StorageKey::EccP256).unwrap();
     let permanent = a.get_blob(1);
     let volatile = a.get_blob(2);
     assert_eq!(a.ctrl.request(GET_STATEBLOB, &be(&[1, 3, 0])).rc, TPM_RETRY);

@@ -9,7 +9,6 @@
 //! are looked at again.
 
 use std::ffi::OsStr;
-use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
@@ -547,18 +546,9 @@ fn parse_data_fd(value: &OsStr, parse_error: &str) -> Result<RawFd, CliError> {
 }
 
 fn check_data_fd_type(fd: RawFd) -> Result<(), CliError> {
-    let mut stat = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat only writes a `struct stat` into the buffer we own; a descriptor that
-    // is not open is reported as EBADF. (nix's fstat wants a BorrowedFd, which promises an
-    // open descriptor: this one is untrusted input.)
-    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
-        let reason = strerror(&std::io::Error::last_os_error());
-        return Err(CliError::Invalid(format!(
-            "Cannot stat file descriptor: {reason}"
-        )));
-    }
-    // SAFETY: fstat succeeded, so it filled in the whole struct.
-    let file_type = unsafe { stat.assume_init() }.st_mode & libc::S_IFMT;
+    let file_type = crate::io::fd::file_type_of(fd).map_err(|err| {
+        CliError::Invalid(format!("Cannot stat file descriptor: {}", strerror(&err)))
+    })?;
     match file_type {
         libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK | libc::S_IFLNK => Err(CliError::Invalid(
             "Given file descriptor type is not supported.".into(),

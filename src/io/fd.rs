@@ -31,3 +31,17 @@ pub fn own_received(fd: RawFd) -> OwnedFd {
     // SAFETY: recvmsg created this descriptor for us; nobody else has seen its number.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// The file type bits (`S_IFMT`) of a descriptor given by number, which may not be
+/// open (`-f/--fd` is checked while the command line is parsed).
+pub fn file_type_of(fd: RawFd) -> io::Result<libc::mode_t> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat only writes a `struct stat` into the buffer we own; a number that is
+    // not an open descriptor fails with EBADF. (nix's fstat wants a BorrowedFd, which
+    // promises an open descriptor: this one is untrusted input.)
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it filled in the whole struct.
+    Ok(unsafe { stat.assume_init() }.st_mode & libc::S_IFMT)
+}

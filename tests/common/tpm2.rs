@@ -117,11 +117,11 @@ pub struct PcrBank {
 
 /// Which primary key to create in the owner hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrimaryKey {
-    EccP256Storage,
-    Rsa2048Storage,
+pub enum StorageKey {
+    EccP256,
+    Rsa2048,
     /// Slow to generate (hundreds of ms): for tests that need a long command.
-    Rsa3072Storage,
+    Rsa3072,
 }
 
 /// A loaded object's public area (TPMT_PUBLIC bytes) and name.
@@ -281,11 +281,11 @@ pub fn nv_read(index: u32, offset: u16, size: u16) -> Vec<u8> {
 }
 
 /// TPMT_PUBLIC template of a storage key (restricted decryption, AES-128-CFB).
-fn primary_template(key: PrimaryKey) -> Vec<u8> {
+fn primary_template(key: StorageKey) -> Vec<u8> {
     let mut t = CommandBuilder { bytes: Vec::new() };
     let alg = match key {
-        PrimaryKey::EccP256Storage => ALG_ECC,
-        PrimaryKey::Rsa2048Storage | PrimaryKey::Rsa3072Storage => ALG_RSA,
+        StorageKey::EccP256 => ALG_ECC,
+        StorageKey::Rsa2048 | StorageKey::Rsa3072 => ALG_RSA,
     };
     t.u16(alg)
         .u16(ALG_SHA256) // nameAlg
@@ -295,15 +295,15 @@ fn primary_template(key: PrimaryKey) -> Vec<u8> {
         .u16(128)
         .u16(ALG_CFB);
     match key {
-        PrimaryKey::EccP256Storage => {
+        StorageKey::EccP256 => {
             t.u16(ALG_NULL) // scheme
                 .u16(ECC_NIST_P256)
                 .u16(ALG_NULL) // kdf
                 .tpm2b(&[]) // unique.x
                 .tpm2b(&[]); // unique.y
         }
-        PrimaryKey::Rsa2048Storage | PrimaryKey::Rsa3072Storage => {
-            let bits = if key == PrimaryKey::Rsa2048Storage {
+        StorageKey::Rsa2048 | StorageKey::Rsa3072 => {
+            let bits = if key == StorageKey::Rsa2048 {
                 2048
             } else {
                 3072
@@ -318,7 +318,7 @@ fn primary_template(key: PrimaryKey) -> Vec<u8> {
 }
 
 /// CreatePrimary in the owner hierarchy, no creation PCRs.
-pub fn create_primary(key: PrimaryKey) -> Vec<u8> {
+pub fn create_primary(key: StorageKey) -> Vec<u8> {
     CommandBuilder::new(ST_SESSIONS, CC_CREATE_PRIMARY)
         .u32(RH_OWNER)
         .empty_password_session()
@@ -637,7 +637,7 @@ pub trait Tpm2: TpmTransport {
         parse_nv_read(&self.transmit(&nv_read(index, offset, size)))
     }
 
-    fn create_primary(&mut self, key: PrimaryKey) -> TpmResult<CreatedPrimary> {
+    fn create_primary(&mut self, key: StorageKey) -> TpmResult<CreatedPrimary> {
         parse_create_primary(&self.transmit(&create_primary(key)))
     }
 
