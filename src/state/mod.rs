@@ -1,7 +1,9 @@
 //! Where the TPM's state lives between runs: swtpm's blob format and its backends.
 
 pub mod blob;
+pub mod crypto;
 pub mod dir;
+pub mod key;
 
 use std::io;
 use std::path::PathBuf;
