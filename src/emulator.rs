@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ctrl::protocol::{self, result};
 use crate::libtpms::{BufferSize, Host, StateKind, TPM_FAIL, Tpm, TpmRc};
-use crate::state::blob;
+use crate::state::blob::{self, BlobError};
+use crate::state::crypto::{CryptoError, IvSource};
 use crate::state::dir::DirStore;
+use crate::state::key::AesKey;
 use crate::tpm::{self, TpmVersion};
 use crate::{log_error, log_info};
 
@@ -21,6 +23,36 @@ pub struct Behaviour {
     pub allow_set_locality: bool,
     /// `--flags disable-auto-shutdown`.
     pub disable_auto_shutdown: bool,
+}
+
+/// The keys of `--key` (state files) and `--migration-key` (GET/SET_STATEBLOB blobs).
+#[derive(Debug, Default)]
+pub struct Keys {
+    pub state: Option<AesKey>,
+    pub migration: Option<AesKey>,
+}
+
+impl Keys {
+    /// CMD_GET_CONFIG's flags: which keys are configured.
+    pub fn config_flags(&self) -> u32 {
+        let mut flags = 0;
+        if self.state.is_some() {
+            flags |= protocol::CONFIG_FLAG_FILE_KEY;
+        }
+        if self.migration.is_some() {
+            flags |= protocol::CONFIG_FLAG_MIGRATION_KEY;
+        }
+        flags
+    }
+}
+
+/// IVs from the kernel's random generator: a fresh one for every encryption.
+struct KernelRandom;
+
+impl IvSource for KernelRandom {
+    fn fill(&mut self, iv: &mut [u8]) -> Result<(), CryptoError> {
+        getrandom::fill(iv).map_err(|err| CryptoError::Random(err.to_string()))
+    }
 }
 
 /// What the control channel may read without waiting for a running TPM command.
@@ -51,6 +83,7 @@ pub enum AfterSetState {
 pub struct Emulator {
     tpm: Tpm,
     store: Option<DirStore>,
+    keys: Keys,
     behaviour: Behaviour,
     running: bool,
     locality: u8,
@@ -65,6 +98,8 @@ pub struct Emulator {
 /// Gives libtpms the state store and the current locality during a library call.
 struct StateHost<'a> {
     store: Option<&'a mut DirStore>,
+    /// State files are written encrypted with it, and must be encrypted to load.
+    state_key: Option<&'a AesKey>,
     locality: u8,
 }
 
@@ -90,21 +125,29 @@ impl Host for StateHost<'_> {
         else {
             return Ok(None);
         };
-        match blob::unwrap_stored(&stored) {
-            Ok(state) => Ok(Some(state.to_vec())),
+        match blob::unwrap_stored(&stored, self.state_key) {
+            Ok(state) => Ok(Some(state)),
             Err(err) => {
                 log_error!(
                     "TPM state file {} cannot be used: {err}; it was left unchanged",
                     store.path(kind).display()
                 );
-                Err(TPM_FAIL)
+                Err(err.result_code())
             }
         }
     }
 
     fn store(&mut self, kind: StateKind, data: &[u8]) -> Result<(), TpmRc> {
         let store = self.store.as_deref().ok_or(TPM_FAIL)?;
-        store.save(kind, &blob::wrap_stored(data)).map_err(|err| {
+        let wrapped =
+            blob::wrap_stored(data, self.state_key, &mut KernelRandom).map_err(|err| {
+                log_error!(
+                    "TPM state file {} was not written: {err}",
+                    store.path(kind).display()
+                );
+                err.result_code()
+            })?;
+        store.save(kind, &wrapped).map_err(|err| {
             log_error!("{err}");
             TPM_FAIL
         })
@@ -128,10 +171,11 @@ impl Host for StateHost<'_> {
 }
 
 impl Emulator {
-    pub fn new(tpm: Tpm, store: Option<DirStore>, behaviour: Behaviour) -> Emulator {
+    pub fn new(tpm: Tpm, store: Option<DirStore>, keys: Keys, behaviour: Behaviour) -> Emulator {
         Emulator {
             tpm,
             store,
+            keys,
             behaviour,
             running: false,
             locality: 0,
@@ -149,6 +193,11 @@ impl Emulator {
         self.tpm.version()
     }
 
+    /// CMD_GET_CONFIG's flags.
+    pub fn config_flags(&self) -> u32 {
+        self.keys.config_flags()
+    }
+
     pub fn is_running(&self) -> bool {
         self.running
     }
@@ -157,10 +206,20 @@ impl Emulator {
         self.tpm.canceller()
     }
 
+    /// The store, state key and locality, for calls that do not go through libtpms.
+    fn host(&mut self) -> StateHost<'_> {
+        StateHost {
+            store: self.store.as_mut(),
+            state_key: self.keys.state.as_ref(),
+            locality: self.locality,
+        }
+    }
+
     /// Runs `call` on libtpms with this emulator's store and locality as its host.
     fn with_tpm<R>(&mut self, call: impl FnOnce(&mut Tpm, &mut dyn Host) -> R) -> R {
         let mut host = StateHost {
             store: self.store.as_mut(),
+            state_key: self.keys.state.as_ref(),
             locality: self.locality,
         };
         call(&mut self.tpm, &mut host)
@@ -372,40 +431,51 @@ impl Emulator {
             Ok(volatile) => volatile,
             Err(rc) => return rc,
         };
-        let mut host = StateHost {
-            store: self.store.as_mut(),
-            locality: self.locality,
-        };
-        host.store(StateKind::Volatile, &volatile)
+        self.host()
+            .store(StateKind::Volatile, &volatile)
             .err()
             .unwrap_or(result::TPM_SUCCESS)
     }
 
     /// CMD_GET_STATEBLOB on a running TPM: the whole blob from `offset`, in the 16-byte
-    /// header form (also for errors).
-    pub fn get_state_blob(&mut self, blob_type: u32, offset: u32) -> Vec<u8> {
+    /// header form (also for errors). The blob stays encrypted with the state key unless
+    /// `flags` has DECRYPTED; the migration key, when configured, always applies.
+    pub fn get_state_blob(&mut self, flags: u32, blob_type: u32, offset: u32) -> Vec<u8> {
         let state = match StateKind::from_blob_type(blob_type) {
             None => Err(result::TPM_FAIL),
             Some(StateKind::Volatile) => self.current_volatile_state(),
-            Some(kind) => {
-                let mut host = StateHost {
-                    store: self.store.as_mut(),
-                    locality: self.locality,
-                };
-                match host.load(kind) {
-                    Ok(Some(state)) => Ok(state),
-                    Ok(None) => Err(result::TPM_RETRY),
-                    Err(rc) => Err(rc),
-                }
-            }
+            Some(kind) => match self.host().load(kind) {
+                Ok(Some(state)) => Ok(state),
+                Ok(None) => Err(result::TPM_RETRY),
+                Err(rc) => Err(rc),
+            },
         };
-        match state {
-            Ok(state) => {
-                let blob = blob::wrap_migration(&state);
+        let state = match state {
+            Ok(state) => state,
+            Err(rc) => return protocol::stateblob_response(rc, 0, &[]),
+        };
+        let state_key = match flags & protocol::STATE_FLAG_DECRYPTED {
+            0 => self.keys.state.as_ref(),
+            _ => None,
+        };
+        match blob::wrap_migration(
+            &state,
+            state_key,
+            self.keys.migration.as_ref(),
+            &mut KernelRandom,
+        ) {
+            Ok(blob) => {
+                let response_flags = match state_key {
+                    Some(_) => protocol::STATE_FLAG_ENCRYPTED,
+                    None => 0,
+                };
                 let from = (offset as usize).min(blob.len());
-                protocol::stateblob_response(result::TPM_SUCCESS, 0, &blob[from..])
+                protocol::stateblob_response(result::TPM_SUCCESS, response_flags, &blob[from..])
             }
-            Err(rc) => protocol::stateblob_response(rc, 0, &[]),
+            Err(err) => {
+                log_error!("could not make the state blob: {err}");
+                protocol::stateblob_response(err.result_code(), 0, &[])
+            }
         }
     }
 
@@ -438,10 +508,15 @@ impl Emulator {
         let rc = if blob::is_empty_blob(data) {
             self.tpm.set_state(kind, None)
         } else {
-            match blob::unwrap_migration(data, flags & protocol::STATE_FLAG_ENCRYPTED != 0) {
-                Ok(state) => self.tpm.set_state(kind, Some(state)),
+            match blob::unwrap_migration(
+                data,
+                flags & protocol::STATE_FLAG_ENCRYPTED != 0,
+                self.keys.state.as_ref(),
+                self.keys.migration.as_ref(),
+            ) {
+                Ok(state) => self.tpm.set_state(kind, Some(&state)),
                 Err(err) => {
-                    log_error!("refused the {} state blob: {err}", kind.name());
+                    log_set_state_refused(kind, &err);
                     Err(err.result_code())
                 }
             }
@@ -500,6 +575,14 @@ impl Emulator {
     pub fn info_text(&mut self, flags: u32) -> Option<String> {
         self.tpm.info(flags)
     }
+}
+
+/// The log line for a refused SET_STATEBLOB; nothing was stored.
+fn log_set_state_refused(kind: StateKind, err: &BlobError) {
+    log_error!(
+        "refused the {} state blob: {err}; the TPM state was not changed",
+        kind.name()
+    );
 }
 
 impl StateKind {

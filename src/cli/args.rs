@@ -488,9 +488,9 @@ fn store(args: &mut FrontendArgs, spec: &OptionSpec, stored: StoredOpt, value: S
         StoredOpt::Pid => &mut args.pid,
         StoredOpt::Locality => &mut args.locality,
         StoredOpt::Flags => &mut args.flags,
-        StoredOpt::Key
-        | StoredOpt::MigrationKey
-        | StoredOpt::Migration
+        StoredOpt::Key => &mut args.key,
+        StoredOpt::MigrationKey => &mut args.migration_key,
+        StoredOpt::Migration
         | StoredOpt::RunAs
         | StoredOpt::Chroot
         | StoredOpt::Seccomp
@@ -806,12 +806,24 @@ mod tests {
     }
 
     #[test]
-    fn not_yet_supported_options_are_recorded() {
+    fn key_options_are_kept_raw_and_the_last_one_wins() {
         let args = socket(&[
             "--key",
             "pwdfd=3,mode=aes-256-cbc",
             "--migration-key",
             "pwdfd=4",
+            "--key",
+            "file=/k",
+        ])
+        .unwrap();
+        assert_eq!(args.key.as_deref(), Some("file=/k"));
+        assert_eq!(args.migration_key.as_deref(), Some("pwdfd=4"));
+        assert!(args.not_yet_supported.is_empty());
+    }
+
+    #[test]
+    fn not_yet_supported_options_are_recorded() {
+        let args = socket(&[
             "--migration",
             "incoming",
             "-r",
@@ -829,8 +841,6 @@ mod tests {
             args.not_yet_supported,
             vec![
                 ("--print-profiles", String::new()),
-                ("--key", "pwdfd=3,mode=aes-256-cbc".into()),
-                ("--migration-key", "pwdfd=4".into()),
                 ("--migration", "incoming".into()),
                 ("--runas", "tss".into()),
                 ("--chroot", "/jail".into()),
@@ -839,10 +849,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            socket(&["--key", "a", "--key", "b"])
+            socket(&["--runas", "a", "--runas", "b"])
                 .unwrap()
                 .not_yet_supported,
-            vec![("--key", "b".into())]
+            vec![("--runas", "b".into())]
         );
         assert_eq!(
             socket(&["--runas=0"]).unwrap().not_yet_supported,
@@ -871,10 +881,8 @@ mod tests {
             vec![("--migration", "incoming".into())]
         );
         let args = socket(&["--migration-k", "file=/k"]).unwrap();
-        assert_eq!(
-            args.not_yet_supported,
-            vec![("--migration-key", "file=/k".into())]
-        );
+        assert_eq!(args.migration_key.as_deref(), Some("file=/k"));
+        assert!(args.not_yet_supported.is_empty());
         let args = socket(&["--print-info", "1"]).unwrap();
         assert_eq!(args.print_info, Some(1));
     }

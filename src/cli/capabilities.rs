@@ -17,7 +17,9 @@ const FEATURES: &[Feature] = &[
     Feature::Name("flags-opt-startup"),
     Feature::Name("flags-opt-disable-auto-shutdown"),
     Feature::Name("ctrl-opt-terminate"),
-    // "cmdarg-seccomp", "cmdarg-key-fd", "cmdarg-pwd-fd" go here.
+    // "cmdarg-seccomp" goes here.
+    Feature::Name("cmdarg-key-fd"),
+    Feature::Name("cmdarg-pwd-fd"),
     Feature::Name("cmdarg-print-states"),
     // "cmdarg-chroot", "cmdarg-migration" go here.
     Feature::Name("nvram-backend-dir"),
@@ -76,7 +78,7 @@ fn json_string(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const TPM12_LINE: &str = r#"{ "type": "swtpm", "features": [ "tpm-1.2", "tpm-2.0", "tpm-send-command-header", "flags-opt-startup", "flags-opt-disable-auto-shutdown", "ctrl-opt-terminate", "cmdarg-print-states", "nvram-backend-dir", "cmdarg-print-info" ], "version": "0.10.2" }"#;
+    const TPM12_LINE: &str = r#"{ "type": "swtpm", "features": [ "tpm-1.2", "tpm-2.0", "tpm-send-command-header", "flags-opt-startup", "flags-opt-disable-auto-shutdown", "ctrl-opt-terminate", "cmdarg-key-fd", "cmdarg-pwd-fd", "cmdarg-print-states", "nvram-backend-dir", "cmdarg-print-info" ], "version": "0.10.2" }"#;
 
     #[test]
     fn without_tpm2_there_are_no_rsa_key_sizes() {

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
+use crate::state::key::{Kdf, KeyFormat, KeySize};
 use crate::tpm::StartupType;
 
 /// What `swtpm <argv...>` asks for.
@@ -73,6 +74,8 @@ pub struct FrontendArgs {
     pub pid: Option<String>,
     pub locality: Option<String>,
     pub flags: Option<String>,
+    pub key: Option<String>,
+    pub migration_key: Option<String>,
     /// Options accepted on the command line but refused at start until they are built:
     /// (option name, value), e.g. `("--key", "file=...")`.
     pub not_yet_supported: Vec<(&'static str, String)>,
@@ -189,6 +192,33 @@ pub struct TpmStateOptions {
     pub mode: Option<u32>,
     /// `lock=`: `None` = the backend's default.
     pub lock: Option<bool>,
+}
+
+/// Where `--key` / `--migration-key` material comes from (precedence file > fd >
+/// pwdfile > pwdfd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `file=`: a key file, hex or binary.
+    File(PathBuf),
+    /// `fd=`: an inherited descriptor to read the key from.
+    Fd(RawFd),
+    /// `pwdfile=`: a file holding a passphrase.
+    PassphraseFile(PathBuf),
+    /// `pwdfd=`: an inherited descriptor to read a passphrase from.
+    PassphraseFd(RawFd),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOptions {
+    pub source: KeySource,
+    /// `format=`: how a key file or key fd is read (passphrases ignore it).
+    pub format: KeyFormat,
+    /// `mode=`: AES-128 or AES-256.
+    pub size: KeySize,
+    /// `kdf=`: how a passphrase becomes a key (key files ignore it).
+    pub kdf: Kdf,
+    /// `remove`: delete the key or passphrase file once the key was made from it.
+    pub remove: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

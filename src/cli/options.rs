@@ -1,6 +1,7 @@
 //! Parsers for swtpm's `key=value,...` option strings (cli.md §2), one per option:
-//! `--tpmstate` (§3.2), `--log` (§3.3), `--pid` (§3.6), `--locality` (§3.7), `--flags`
-//! (§3.8), `--server` and `-p` (§4.1, §4.3), `--ctrl` (§4.2).
+//! `--tpmstate` (§3.2), `--log` (§3.3), `--key` and `--migration-key` (§3.4, §3.5),
+//! `--pid` (§3.6), `--locality` (§3.7), `--flags` (§3.8), `--server` and `-p` (§4.1,
+//! §4.3), `--ctrl` (§4.2).
 //!
 //! Pure: no I/O and no system calls. User and group names stay [`Owner::Name`] (looked up
 //! when used); the environment variables swtpm consults (`TPM_PORT`, `TPM_PATH`) are passed
@@ -11,10 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use super::{
-    CliError, CtrlChannel, CtrlOptions, DataArg, FlagOptions, ListenSpec, LocalityOptions,
-    LogOptions, LogTarget, Owner, PidOptions, ServerOptions, StartupRequest, StateBackendSpec,
-    TpmStateOptions,
+    CliError, CtrlChannel, CtrlOptions, DataArg, FlagOptions, KeyOptions, KeySource, ListenSpec,
+    LocalityOptions, LogOptions, LogTarget, Owner, PidOptions, ServerOptions, StartupRequest,
+    StateBackendSpec, TpmStateOptions,
 };
+use crate::state::key::{Kdf, KeyFormat, KeySize};
 use crate::tpm::StartupType;
 
 /// Permission bits of a UNIX socket created for `--ctrl`/`--server` without `mode=`.
@@ -372,6 +374,85 @@ impl FlagParams {
             StartupRequest::Nothing
         } else {
             StartupRequest::Unspecified
+        }
+    }
+}
+
+/// `--key file=<path>|fd=<fd>[,format=hex|binary][,mode=aes-cbc|aes-128-cbc|aes-256-cbc]
+/// [,remove[=bool]]` or `--key pwdfile=<path>|pwdfd=<fd>[,mode=...][,kdf=sha512|pbkdf2]
+/// [,remove[=bool]]` (§3.4); `--migration-key` is the same (§3.5). The checks come in
+/// swtpm's order: a source, then `format`, `mode`, and `kdf` (for passphrases only).
+pub fn parse_key(opts: &str) -> Result<KeyOptions, CliError> {
+    let mut given = KeyParams::default();
+    for_each_param("key", opts, |param| {
+        match param.key {
+            "file" => keep_first(&mut given.file, param.value),
+            "fd" => keep_first(&mut given.fd, parse_int(param.value)?),
+            "pwdfile" => keep_first(&mut given.pwdfile, param.value),
+            "pwdfd" => keep_first(&mut given.pwdfd, parse_int(param.value)?),
+            "format" => keep_first(&mut given.format, param.value),
+            "mode" => keep_first(&mut given.mode, param.value),
+            "kdf" => keep_first(&mut given.kdf, param.value),
+            "remove" => keep_first(&mut given.remove, parse_bool(param.value)),
+            _ => return Err(unknown_option(param.token)),
+        }
+        Ok(())
+    })?;
+    let source = given.source().ok_or_else(|| {
+        invalid("Either file=, fd=, pwdfile=, or pwdfd= is required for key option")
+    })?;
+    let format = match given.format.unwrap_or("hex") {
+        "hex" => KeyFormat::Hex,
+        "binary" => KeyFormat::Binary,
+        other => return Err(invalid(format!("Unknown key format '{other}'."))),
+    };
+    let size = match given.mode.unwrap_or("aes-128-cbc") {
+        "aes-cbc" | "aes-128-cbc" => KeySize::Aes128,
+        "aes-256-cbc" => KeySize::Aes256,
+        other => return Err(invalid(format!("Unknown encryption mode '{other}'."))),
+    };
+    let passphrase = matches!(
+        source,
+        KeySource::PassphraseFile(_) | KeySource::PassphraseFd(_)
+    );
+    let kdf = match given.kdf.filter(|_| passphrase).unwrap_or("pbkdf2") {
+        "pbkdf2" => Kdf::Pbkdf2,
+        "sha512" => Kdf::Sha512,
+        other => return Err(invalid(format!("Unknown kdf '{other}'."))),
+    };
+    Ok(KeyOptions {
+        source,
+        format,
+        size,
+        kdf,
+        remove: is_set(given.remove),
+    })
+}
+
+/// The parameters of `--key` as given (first occurrence of each).
+#[derive(Default)]
+struct KeyParams<'a> {
+    file: Option<&'a str>,
+    fd: Option<i32>,
+    pwdfile: Option<&'a str>,
+    pwdfd: Option<i32>,
+    format: Option<&'a str>,
+    mode: Option<&'a str>,
+    kdf: Option<&'a str>,
+    remove: Option<bool>,
+}
+
+impl KeyParams<'_> {
+    /// file > fd > pwdfile > pwdfd; a negative fd counts as not given.
+    fn source(&self) -> Option<KeySource> {
+        if let Some(file) = self.file {
+            Some(KeySource::File(PathBuf::from(file)))
+        } else if let Some(fd) = non_negative(self.fd) {
+            Some(KeySource::Fd(fd))
+        } else if let Some(file) = self.pwdfile {
+            Some(KeySource::PassphraseFile(PathBuf::from(file)))
+        } else {
+            non_negative(self.pwdfd).map(KeySource::PassphraseFd)
         }
     }
 }
@@ -1717,6 +1798,129 @@ mod tests {
         }
     }
 
+    // ---- --key, --migration-key ----
+
+    fn key(source: KeySource, format: KeyFormat, size: KeySize, kdf: Kdf) -> KeyOptions {
+        KeyOptions {
+            source,
+            format,
+            size,
+            kdf,
+            remove: false,
+        }
+    }
+
+    #[test]
+    fn key_defaults() {
+        assert_eq!(
+            parse_key("file=/k").unwrap(),
+            key(
+                KeySource::File("/k".into()),
+                KeyFormat::Hex,
+                KeySize::Aes128,
+                Kdf::Pbkdf2
+            )
+        );
+        assert_eq!(
+            parse_key("pwdfd=7").unwrap(),
+            key(
+                KeySource::PassphraseFd(7),
+                KeyFormat::Hex,
+                KeySize::Aes128,
+                Kdf::Pbkdf2
+            )
+        );
+    }
+
+    #[test]
+    fn key_parameters() {
+        assert_eq!(
+            parse_key("fd=5,format=binary,mode=aes-256-cbc,remove").unwrap(),
+            KeyOptions {
+                remove: true,
+                ..key(
+                    KeySource::Fd(5),
+                    KeyFormat::Binary,
+                    KeySize::Aes256,
+                    Kdf::Pbkdf2
+                )
+            }
+        );
+        assert_eq!(
+            parse_key("pwdfile=/p,kdf=sha512,mode=aes-cbc,remove=0").unwrap(),
+            key(
+                KeySource::PassphraseFile("/p".into()),
+                KeyFormat::Hex,
+                KeySize::Aes128,
+                Kdf::Sha512
+            )
+        );
+        for (value, remove) in [("true", true), ("TRUE", true), ("1", true), ("yes", false)] {
+            let opts = format!("file=/k,remove={value}");
+            assert_eq!(parse_key(&opts).unwrap().remove, remove, "{opts}");
+        }
+        assert_eq!(
+            parse_key("file=/a,file=/b").unwrap().source,
+            KeySource::File("/a".into())
+        );
+    }
+
+    #[test]
+    fn key_source_precedence_file_fd_pwdfile_pwdfd() {
+        let source = |opts: &str| parse_key(opts).unwrap().source;
+        assert_eq!(
+            source("pwdfd=4,pwdfile=/p,fd=3,file=/k"),
+            KeySource::File("/k".into())
+        );
+        assert_eq!(source("pwdfd=4,pwdfile=/p,fd=3"), KeySource::Fd(3));
+        assert_eq!(
+            source("pwdfd=4,pwdfile=/p"),
+            KeySource::PassphraseFile("/p".into())
+        );
+        assert_eq!(source("pwdfd=4,fd=-1"), KeySource::PassphraseFd(4));
+    }
+
+    #[test]
+    fn key_errors_in_swtpms_order() {
+        let required =
+            invalid_error("Either file=, fd=, pwdfile=, or pwdfd= is required for key option");
+        // Each case and message as swtpm 0.7.1 answered it.
+        for (opts, expected) in [
+            ("mode=foo", required.clone()),
+            ("fd=-1", required.clone()),
+            ("pwdfd=-1,format=x", required),
+            (
+                "file=/k,mode=foo",
+                invalid_error("Unknown encryption mode 'foo'."),
+            ),
+            (
+                "file=/k,format=foo",
+                invalid_error("Unknown key format 'foo'."),
+            ),
+            (
+                "pwdfile=/p,format=foo",
+                invalid_error("Unknown key format 'foo'."),
+            ),
+            (
+                "mode=foo,format=bar,file=/k",
+                invalid_error("Unknown key format 'bar'."),
+            ),
+            (
+                "pwdfile=/p,kdf=foo,mode=bar",
+                invalid_error("Unknown encryption mode 'bar'."),
+            ),
+            ("pwdfile=/p,kdf=foo", invalid_error("Unknown kdf 'foo'.")),
+            ("foo=bar", option_error("key", "Unknown option 'foo=bar'")),
+            ("fd=abc", option_error("key", "invalid number 'abc'")),
+            ("", option_error("key", "Unknown option ''")),
+        ] {
+            assert_eq!(parse_key(opts), Err(expected), "{opts:?}");
+        }
+        // kdf is not looked at for key files and fds.
+        assert!(parse_key("file=/k,kdf=foo").is_ok());
+        assert!(parse_key("fd=3,pwdfile=/p,kdf=foo").is_ok());
+    }
+
     #[test]
     fn garbage_gives_errors_not_panics() {
         let mut garbage = Garbage(0x5eed_1234_abcd_ef01);
@@ -1731,6 +1935,7 @@ mod tests {
             let _ = parse_pid(&opts);
             let _ = parse_locality(&opts);
             let _ = parse_flags(&opts);
+            let _ = parse_key(&opts);
             let _ = tpmstate_from_env(Some(&opts));
             let _ = parse_c_integer(&opts, Radix::Auto);
         }
@@ -1747,6 +1952,7 @@ mod tests {
             let _ = parse_ctrl(&text);
             let _ = parse_server(&text, Some(&text));
             let _ = parse_log(&text);
+            let _ = parse_key(&text);
         }
     }
 

@@ -142,9 +142,11 @@ impl ControlHandler {
             Request::HashEnd => emu.hash_end(),
             Request::StoreVolatile => emu.store_volatile(),
             Request::GetStateBlob {
-                blob_type, offset, ..
+                flags,
+                blob_type,
+                offset,
             } => {
-                return Outcome::Reply(emu.get_state_blob(blob_type, offset));
+                return Outcome::Reply(emu.get_state_blob(flags, blob_type, offset));
             }
             Request::SetBufferSize { size } => {
                 return match emu.set_buffer_size(size) {

@@ -13,6 +13,9 @@ pub mod result {
     pub const TPM_KEYNOTFOUND: u32 = 0x0D;
     pub const TPM_SIZE: u32 = 0x17;
     pub const TPM_IOERROR: u32 = 0x1F;
+    pub const TPM_ENCRYPT_ERROR: u32 = 0x20;
+    pub const TPM_DECRYPT_ERROR: u32 = 0x21;
+    pub const TPM_BAD_KEY_PROPERTY: u32 = 0x28;
     pub const TPM_BAD_DATASIZE: u32 = 0x2B;
     pub const TPM_BAD_VERSION: u32 = 0x2E;
     pub const TPM_BAD_LOCALITY: u32 = 0x3D;

@@ -9,6 +9,7 @@
 mod control;
 mod daemonize;
 mod data;
+mod keys;
 mod pidfile;
 
 use std::fs::{File, OpenOptions};
@@ -26,7 +27,7 @@ use crate::cli::{
 };
 use crate::ctrl::handler::{ControlHandler, lock};
 use crate::ctrl::protocol::caps;
-use crate::emulator::{Behaviour, Emulator};
+use crate::emulator::{Behaviour, Emulator, Keys};
 use crate::io::fd::take_inherited;
 use crate::io::socket::{Listener, SocketError, Stream};
 use crate::io::vtpm_proxy::{self, ProxyError};
@@ -38,6 +39,7 @@ use crate::{log, log_error, log_info};
 use control::{ControlLoop, ControlSource};
 use daemonize::{DaemonizeError, Readiness, daemonize};
 use data::{DataChannel, DataSlot, DataSource};
+use keys::{KeyLoadError, load_key};
 use pidfile::{PidFile, PidFileError};
 
 /// The version vtpm reports (`--version`, `--print-capabilities`).
@@ -89,6 +91,8 @@ pub enum DaemonError {
     PrintStatesNeedsState,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyLoadError),
     #[error(transparent)]
     PidFile(#[from] PidFileError),
     #[error("Error: Could not initialize libtpms.")]
@@ -242,6 +246,11 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         return Err(Early::Done);
     }
 
+    // Keys are read here, after the sockets exist and before the pid file (cli.md §7).
+    let keys = Keys {
+        state: load_key_option(args.key.as_deref())?,
+        migration: load_key_option(args.migration_key.as_deref())?,
+    };
     let pid = args.pid.as_deref().map(options::parse_pid).transpose()?;
     let locality = args
         .locality
@@ -274,7 +283,7 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         allow_set_locality: locality.allow_set_locality || vtpm_proxy_flags,
         disable_auto_shutdown: flags.disable_auto_shutdown,
     };
-    let mut emulator = Emulator::new(tpm, store, behaviour);
+    let mut emulator = Emulator::new(tpm, store, keys, behaviour);
     let startup = match flags.startup {
         StartupRequest::Send(kind) => Some(kind),
         StartupRequest::Unspecified | StartupRequest::Nothing => None,
@@ -305,6 +314,14 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         startup,
         cleanup: std::mem::take(cleanup),
     })
+}
+
+/// `--key` or `--migration-key`: parses the option and reads the key it names.
+fn load_key_option(text: Option<&str>) -> Result<Option<crate::state::key::AesKey>, DaemonError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    Ok(Some(load_key(&options::parse_key(text)?)?))
 }
 
 fn configure_log(options: &LogOptions) -> Result<(), DaemonError> {
@@ -563,7 +580,10 @@ impl Daemon {
                 return fail(&err);
             }
         }
-        let version = lock(&emulator).version();
+        let (version, config_flags) = {
+            let emu = lock(&emulator);
+            (emu.version(), emu.config_flags())
+        };
         let exit = Arc::new(ExitSignal {
             status: AtomicI32::new(0),
             wake: wake_write,
@@ -581,7 +601,11 @@ impl Daemon {
             return fail(&DaemonError::Signals(err));
         }
         let mut control_loop = ControlLoop {
-            handler: ControlHandler::new(Arc::clone(&emulator), capabilities(version), 0),
+            handler: ControlHandler::new(
+                Arc::clone(&emulator),
+                capabilities(version),
+                config_flags,
+            ),
             data: &*data_slot,
             terminate: ctrl_terminate,
             wake: wake_read,

@@ -4,6 +4,7 @@ pub mod blob;
 pub mod crypto;
 pub mod dir;
 pub mod key;
+pub mod tlv;
 
 use std::io;
 use std::path::PathBuf;
