@@ -684,6 +684,105 @@ mod tests {
         ));
     }
 
+    /// Files and blobs written by Debian's swtpm 0.7.1 with known keys
+    /// (tests/fixtures/swtpm-0.7.1/make-key-fixtures.sh).
+    mod swtpm_fixtures {
+        use super::*;
+        use crate::state::key::{self, Kdf};
+
+        macro_rules! fixture {
+            ($name:literal) => {
+                include_bytes!(concat!("../../tests/fixtures/swtpm-0.7.1/", $name))
+            };
+        }
+
+        fn passphrase_key(kdf: Kdf, size: KeySize) -> AesKey {
+            key::key_from_passphrase(fixture!("passphrase"), kdf, size)
+        }
+
+        /// The permanent-state file decrypts to the libtpms blob that the plain
+        /// `--save` blob of the same daemon carries, and that is a TPM 1.2 permanent
+        /// state (format tag 1, TPM_PERMANENT_DATA tag 0x22).
+        fn check(permall: &[u8], save: &[u8], state_key: &AesKey, migration_key: Option<&AesKey>) {
+            let from_file = unwrap_stored(permall, Some(state_key)).unwrap();
+            let from_save = unwrap_migration(save, false, None, migration_key).unwrap();
+            assert_eq!(from_file, from_save);
+            assert_eq!(from_file[..4], [0, 1, 0, 0x22]);
+        }
+
+        #[test]
+        fn aes128_hex_key_file() {
+            let key = key::key_from_hex(fixture!("key-hex128"), KeySize::Aes128).unwrap();
+            check(
+                fixture!("aes128-hex.permall"),
+                fixture!("aes128-hex.save"),
+                &key,
+                None,
+            );
+        }
+
+        #[test]
+        fn aes128_pbkdf2_passphrase() {
+            let key = passphrase_key(Kdf::Pbkdf2, KeySize::Aes128);
+            check(
+                fixture!("aes128-pbkdf2.permall"),
+                fixture!("aes128-pbkdf2.save"),
+                &key,
+                None,
+            );
+        }
+
+        #[test]
+        fn aes256_sha512_passphrase() {
+            let key = passphrase_key(Kdf::Sha512, KeySize::Aes256);
+            check(
+                fixture!("aes256-sha512.permall"),
+                fixture!("aes256-sha512.save"),
+                &key,
+                None,
+            );
+            // The other KDF, or the other key size, does not open it.
+            let wrong = passphrase_key(Kdf::Pbkdf2, KeySize::Aes256);
+            let err = unwrap_stored(fixture!("aes256-sha512.permall"), Some(&wrong)).unwrap_err();
+            assert_eq!(err.result_code(), 0x21);
+            let short = passphrase_key(Kdf::Sha512, KeySize::Aes128);
+            let err = unwrap_stored(fixture!("aes256-sha512.permall"), Some(&short)).unwrap_err();
+            assert_eq!(err.result_code(), 0x28);
+        }
+
+        #[test]
+        fn aes256_binary_key_and_256_bit_migration_key() {
+            let key = key::key_from_binary(fixture!("key-bin256"), KeySize::Aes256).unwrap();
+            let migration = passphrase_key(Kdf::Pbkdf2, KeySize::Aes256);
+            let save = fixture!("aes256-binary-migration256.save");
+            check(
+                fixture!("aes256-binary-migration256.permall"),
+                save,
+                &key,
+                Some(&migration),
+            );
+            assert_eq!(
+                unwrap_migration(save, false, None, None),
+                Err(BlobError::KeyNotFound(KeyRole::Migration))
+            );
+            // What we write for the same keys has swtpm's flags and sizes.
+            let state =
+                unwrap_stored(fixture!("aes256-binary-migration256.permall"), Some(&key)).unwrap();
+            let ours = wrap_stored(&state, Some(&key), &mut ivs()).unwrap();
+            assert_eq!(
+                ours.len(),
+                fixture!("aes256-binary-migration256.permall").len()
+            );
+            assert_eq!(
+                ours[..10],
+                fixture!("aes256-binary-migration256.permall")[..10]
+            );
+            let ours = wrap_migration(&state, None, Some(&migration), &mut ivs()).unwrap();
+            assert_eq!(ours.len(), save.len());
+            assert_eq!(ours[..10], save[..10]);
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut seed = 0x1234_5678u32;
