@@ -110,7 +110,7 @@ pub enum BlobError {
     },
     /// Decryption or encryption with a configured key failed (the cause is part of the
     /// message: a wrong key and tampered data look the same to an HMAC).
-    #[error("{cause} (with the {role})")]
+    #[error("{cause}; checked with the {role}")]
     Crypto { role: KeyRole, cause: CryptoError },
 }
 

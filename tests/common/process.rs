@@ -48,12 +48,18 @@ impl Process {
 
     /// Starts a prepared command (for extra fds or environment), output to files in `dir`.
     pub fn start_with(command: &mut Command, dir: &Path) -> Process {
+        Process::start_with_stdin(command, Stdio::null(), dir)
+    }
+
+    /// Like [`Process::start_with`], with `stdin` as the process's standard input (a
+    /// pipe end, say, that a shell wrapper moves to another descriptor number).
+    pub fn start_with_stdin(command: &mut Command, stdin: Stdio, dir: &Path) -> Process {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdout_path = dir.join(format!("stdout.{n}"));
         let stderr_path = dir.join(format!("stderr.{n}"));
         let child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(File::create(&stdout_path).unwrap())
             .stderr(File::create(&stderr_path).unwrap())
             .spawn()
