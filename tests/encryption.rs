@@ -17,6 +17,9 @@ use common::data::DataClient;
 use common::process::{Process, debian_swtpm, free_port, vtpm_swtpm};
 use common::tpm2::{StartupType, StorageKey, Tpm2, TpmTransport};
 use common::tpm12;
+use sha2::{Digest, Sha256};
+use vtpm::state::crypto::{CryptoError, IvSource, seal};
+use vtpm::state::key::KeySize;
 
 const NV_INDEX: u32 = 0x0150_0030;
 const NV_LEN: u16 = 24;
@@ -1151,4 +1154,65 @@ fn capabilities_list_the_key_fds_in_swtpms_order() {
         list.iter().filter(|f| other.contains(f)).cloned().collect()
     };
     assert_eq!(common_in(&vtpm, &swtpm), common_in(&swtpm, &vtpm));
+}
+
+/// Zero IVs: what the legacy format uses.
+struct ZeroIvs;
+
+impl IvSource for ZeroIvs {
+    fn fill(&mut self, iv: &mut [u8]) -> Result<(), CryptoError> {
+        iv.fill(0);
+        Ok(())
+    }
+}
+
+/// State files with a version-1 header (written by swtpm before 0.1): the libtpms blob
+/// itself, or encrypted with a zero IV over SHA-256(blob) || blob. Both daemons load
+/// them, and refuse the encrypted one under another key alike.
+#[test]
+fn legacy_version_1_state_files_load_in_both() {
+    let files = KeyFiles::new();
+    let tmp = common::short_tempdir();
+    let plain_dir = make_state(&tmp, "source", false, &Keys::default());
+    let stored = std::fs::read(plain_dir.join("tpm-00.permall")).unwrap();
+    let libtpms_blob = record(&stored[10..], 1).unwrap().to_vec();
+    let version1 = |payload: &[u8]| {
+        let total = (10 + payload.len()) as u32;
+        [&[1, 1, 0, 10, 0, 0][..], &total.to_be_bytes(), payload].concat()
+    };
+    let key = vtpm::state::key::key_from_hex(b"00112233445566778899aabbccddeeff", KeySize::Aes128)
+        .unwrap();
+    let digested = [Sha256::digest(&libtpms_blob).as_slice(), &libtpms_blob].concat();
+    let ciphertext = seal(&key, &digested, &mut ZeroIvs).unwrap().ciphertext;
+
+    let right = Keys::state(files.file("hex128", ""));
+    let wrong = Keys::state(files.file("hex128-other", ""));
+    let cases = [
+        (version1(&libtpms_blob), Keys::default(), 0),
+        (version1(&ciphertext), right, 0),
+        (version1(&ciphertext), wrong, TPM_DECRYPT_ERROR),
+    ];
+    for (file, keys, expected) in &cases {
+        for program in [debian_swtpm(), vtpm_swtpm()] {
+            let state = tmp.path().join("legacy");
+            std::fs::create_dir(&state).unwrap();
+            std::fs::write(state.join("tpm-00.permall"), file).unwrap();
+            let mut daemon = Daemon::start(&program, false, &state, keys);
+            assert_eq!(
+                daemon.init_rc(0),
+                *expected,
+                "{} {keys:?}",
+                program.display()
+            );
+            if *expected == 0 {
+                let mut data = daemon.data();
+                assert_eq!(
+                    tpm12::rc(&data.transmit(&tpm12::startup(tpm12::ST_CLEAR))),
+                    0
+                );
+            }
+            daemon.shutdown();
+            std::fs::remove_dir_all(&state).unwrap();
+        }
+    }
 }
