@@ -8,5 +8,6 @@ pub mod emulator;
 pub mod io;
 pub mod libtpms;
 pub mod log;
+pub mod sandbox;
 pub mod state;
 pub mod tpm;

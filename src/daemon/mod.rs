@@ -32,6 +32,7 @@ use crate::io::fd::take_inherited;
 use crate::io::socket::{Listener, SocketError, Stream};
 use crate::io::vtpm_proxy::{self, ProxyError};
 use crate::libtpms::{LibtpmsError, StateKind, Tpm};
+use crate::sandbox::{SandboxError, seccomp};
 use crate::state::StoreError;
 use crate::state::dir::DirStore;
 use crate::tpm::{self, StartupType, TpmVersion};
@@ -103,6 +104,8 @@ pub enum DaemonError {
     Daemonize(#[from] DaemonizeError),
     #[error("could not set up signal handling")]
     Signals(#[source] io::Error),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 /// Formats an error and its causes on one line, each cause once.
@@ -196,6 +199,7 @@ struct Daemon {
     ctrl_terminate: bool,
     data_terminate: bool,
     startup: Option<StartupType>,
+    seccomp: seccomp::Action,
     cleanup: Cleanup,
 }
 
@@ -312,6 +316,7 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         ctrl_terminate,
         data_terminate: args.terminate,
         startup,
+        seccomp: seccomp::Action::default(),
         cleanup: std::mem::take(cleanup),
     })
 }
@@ -563,6 +568,7 @@ impl Daemon {
             ctrl_terminate,
             data_terminate,
             startup,
+            seccomp,
             cleanup,
         } = self;
         let (wake_read, wake_write) = match UnixStream::pair() {
@@ -594,11 +600,21 @@ impl Daemon {
             exit: Arc::clone(&exit),
             terminate: data_terminate,
         };
-        if let Err(err) = std::thread::Builder::new()
+        // The filter is installed once the data thread runs: a thread's own start-up
+        // (robust futex list, rseq, its name) needs calls the filter does not allow.
+        let (started, running) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
             .name("data".into())
-            .spawn(move || channel.run(data))
-        {
+            .spawn(move || {
+                let _ = started.send(());
+                channel.run(data)
+            });
+        if let Err(err) = spawned {
             return fail(&DaemonError::Signals(err));
+        }
+        let _ = running.recv();
+        if let Err(err) = seccomp::install(seccomp) {
+            return fail(&err.into());
         }
         let mut control_loop = ControlLoop {
             handler: ControlHandler::new(
