@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = options::parse_pid(text);
     let _ = options::parse_locality(text);
     let _ = options::parse_flags(text);
+    let _ = options::parse_key(text);
     // Words separated by NUL, as argv; `-f/--fd` values would touch real descriptors,
     // so keep them out.
     let mut argv: Vec<&str> = vec!["swtpm"];
