@@ -104,7 +104,6 @@ fn first_block(iv: &[u8]) -> Option<[u8; AES_BLOCK]> {
 }
 
 fn mac(key: &AesKey, ciphertext: &[u8], iv: Option<&[u8]>) -> HmacSha256 {
-    // HMAC takes keys of any length; this cannot fail.
     let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key.bytes())
         .expect("HMAC accepts keys of any length");
     mac.update(ciphertext);

@@ -53,14 +53,13 @@ pub enum Kdf {
 }
 
 /// An AES-128 or AES-256 key. Its bytes never show in `Debug` output and are wiped
-/// when it is dropped.
-#[derive(Clone)]
+/// when it is dropped; it cannot be cloned, so there is one copy to wipe.
 pub struct AesKey {
     material: KeyMaterial,
 }
 
 /// The key bytes, typed by size so that the ciphers take them without a length check.
-#[derive(Clone)]
+/// Wiped when dropped.
 pub enum KeyMaterial {
     Aes128([u8; 16]),
     Aes256([u8; 32]),
@@ -96,15 +95,16 @@ impl AesKey {
     }
 }
 
-impl Drop for AesKey {
+impl Drop for KeyMaterial {
     fn drop(&mut self) {
-        match &mut self.material {
+        match self {
             KeyMaterial::Aes128(bytes) => bytes.zeroize(),
             KeyMaterial::Aes256(bytes) => bytes.zeroize(),
         }
     }
 }
 
+impl ZeroizeOnDrop for KeyMaterial {}
 impl ZeroizeOnDrop for AesKey {}
 
 impl fmt::Debug for AesKey {
@@ -137,6 +137,7 @@ pub fn key_from_hex(text: &[u8], size: KeySize) -> Result<AesKey, KeyError> {
     let text = text.strip_prefix(b"0x").unwrap_or(text);
     let digits_len = text
         .iter()
+        // C's isspace, which swtpm uses, also counts the vertical tab.
         .position(|byte| byte.is_ascii_whitespace() || *byte == 0x0b)
         .unwrap_or(text.len());
     let digits = &text[..digits_len];
