@@ -22,17 +22,17 @@ const FLAG_ENCRYPTED: u16 = 0x0001;
 /// Header flag: the migration layer is encrypted with the migration key.
 const FLAG_MIGRATION_ENCRYPTED: u16 = 0x0002;
 /// Header flag: the payload is in migration layout (set on every GET_STATEBLOB blob).
-pub const FLAG_MIGRATION_DATA: u16 = 0x0004;
+const FLAG_MIGRATION_DATA: u16 = 0x0004;
 /// Header flag: the state key is a 256-bit key (else 128).
 const FLAG_ENCRYPTED_256BIT_KEY: u16 = 0x0008;
 /// Header flag: the migration key is a 256-bit key (else 128).
 const FLAG_MIGRATION_256BIT_KEY: u16 = 0x0010;
 
-pub const TAG_DATA: u16 = 1;
-pub const TAG_ENCRYPTED_DATA: u16 = 2;
+const TAG_DATA: u16 = 1;
+const TAG_ENCRYPTED_DATA: u16 = 2;
 const TAG_HMAC: u16 = 3;
-pub const TAG_MIGRATION_DATA: u16 = 4;
-pub const TAG_ENCRYPTED_MIGRATION_DATA: u16 = 5;
+const TAG_MIGRATION_DATA: u16 = 4;
+const TAG_ENCRYPTED_MIGRATION_DATA: u16 = 5;
 const TAG_IVEC_ENCRYPTED_DATA: u16 = 6;
 const TAG_IVEC_ENCRYPTED_MIGRATION_DATA: u16 = 7;
 

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::key::{AesKey, KeyMaterial};
 
-pub const HMAC_LEN: usize = 32;
+const HMAC_LEN: usize = 32;
 const AES_BLOCK: usize = 16;
 const SHA256_LEN: usize = 32;
 
