@@ -490,11 +490,13 @@ fn store(args: &mut FrontendArgs, spec: &OptionSpec, stored: StoredOpt, value: S
         StoredOpt::Flags => &mut args.flags,
         StoredOpt::Key => &mut args.key,
         StoredOpt::MigrationKey => &mut args.migration_key,
-        StoredOpt::Migration
-        | StoredOpt::RunAs
-        | StoredOpt::Chroot
-        | StoredOpt::Seccomp
-        | StoredOpt::Profile => {
+        StoredOpt::RunAs => &mut args.runas,
+        StoredOpt::Seccomp => &mut args.seccomp,
+        StoredOpt::Chroot => {
+            args.chroot = Some(PathBuf::from(value));
+            return;
+        }
+        StoredOpt::Migration | StoredOpt::Profile => {
             args.not_yet_supported.push((spec.name, value));
             return;
         }
@@ -826,12 +828,6 @@ mod tests {
         let args = socket(&[
             "--migration",
             "incoming",
-            "-r",
-            "tss",
-            "-R",
-            "/jail",
-            "--seccomp",
-            "action=none",
             "--profile",
             "name=default-v1",
             "--print-profiles",
@@ -842,22 +838,25 @@ mod tests {
             vec![
                 ("--print-profiles", String::new()),
                 ("--migration", "incoming".into()),
-                ("--runas", "tss".into()),
-                ("--chroot", "/jail".into()),
-                ("--seccomp", "action=none".into()),
                 ("--profile", "name=default-v1".into()),
             ]
         );
+    }
+
+    #[test]
+    fn sandbox_options_are_stored() {
+        let args = socket(&["-r", "tss", "-R", "/jail", "--seccomp", "action=none"]).unwrap();
+        assert_eq!(args.runas.as_deref(), Some("tss"));
+        assert_eq!(args.chroot, Some(PathBuf::from("/jail")));
+        assert_eq!(args.seccomp.as_deref(), Some("action=none"));
         assert_eq!(
             socket(&["--runas", "a", "--runas", "b"])
                 .unwrap()
-                .not_yet_supported,
-            vec![("--runas", "b".into())]
+                .runas
+                .as_deref(),
+            Some("b")
         );
-        assert_eq!(
-            socket(&["--runas=0"]).unwrap().not_yet_supported,
-            vec![("--runas", "0".into())]
-        );
+        assert_eq!(socket(&["--runas=0"]).unwrap().runas.as_deref(), Some("0"));
     }
 
     // ---- getopt's syntax ----
@@ -935,10 +934,7 @@ mod tests {
             Some("--tpm2")
         );
         assert_eq!(socket(&["--log", "-h"]).unwrap().log.as_deref(), Some("-h"));
-        assert_eq!(
-            socket(&["-r", "-x"]).unwrap().not_yet_supported,
-            vec![("--runas", "-x".into())]
-        );
+        assert_eq!(socket(&["-r", "-x"]).unwrap().runas.as_deref(), Some("-x"));
     }
 
     #[test]

@@ -17,11 +17,12 @@ const FEATURES: &[Feature] = &[
     Feature::Name("flags-opt-startup"),
     Feature::Name("flags-opt-disable-auto-shutdown"),
     Feature::Name("ctrl-opt-terminate"),
-    // "cmdarg-seccomp" goes here.
+    Feature::Name("cmdarg-seccomp"),
     Feature::Name("cmdarg-key-fd"),
     Feature::Name("cmdarg-pwd-fd"),
     Feature::Name("cmdarg-print-states"),
-    // "cmdarg-chroot", "cmdarg-migration" go here.
+    Feature::Name("cmdarg-chroot"),
+    // "cmdarg-migration" goes here.
     Feature::Name("nvram-backend-dir"),
     // "nvram-backend-file" goes here.
     Feature::RsaKeySizes,
@@ -78,7 +79,7 @@ fn json_string(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const TPM12_LINE: &str = r#"{ "type": "swtpm", "features": [ "tpm-1.2", "tpm-2.0", "tpm-send-command-header", "flags-opt-startup", "flags-opt-disable-auto-shutdown", "ctrl-opt-terminate", "cmdarg-key-fd", "cmdarg-pwd-fd", "cmdarg-print-states", "nvram-backend-dir", "cmdarg-print-info" ], "version": "0.10.2" }"#;
+    const TPM12_LINE: &str = r#"{ "type": "swtpm", "features": [ "tpm-1.2", "tpm-2.0", "tpm-send-command-header", "flags-opt-startup", "flags-opt-disable-auto-shutdown", "ctrl-opt-terminate", "cmdarg-seccomp", "cmdarg-key-fd", "cmdarg-pwd-fd", "cmdarg-print-states", "cmdarg-chroot", "nvram-backend-dir", "cmdarg-print-info" ], "version": "0.10.2" }"#;
 
     #[test]
     fn without_tpm2_there_are_no_rsa_key_sizes() {

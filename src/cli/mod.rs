@@ -76,6 +76,11 @@ pub struct FrontendArgs {
     pub flags: Option<String>,
     pub key: Option<String>,
     pub migration_key: Option<String>,
+    /// `-r/--runas <user>`: a user name or number.
+    pub runas: Option<String>,
+    /// `-R/--chroot <path>`.
+    pub chroot: Option<PathBuf>,
+    pub seccomp: Option<String>,
     /// Options accepted on the command line but refused at start until they are built:
     /// (option name, value), e.g. `("--key", "file=...")`.
     pub not_yet_supported: Vec<(&'static str, String)>,

@@ -16,6 +16,7 @@ use super::{
     LocalityOptions, LogOptions, LogTarget, Owner, PidOptions, ServerOptions, StartupRequest,
     StateBackendSpec, TpmStateOptions,
 };
+use crate::sandbox::seccomp;
 use crate::state::key::{Kdf, KeyFormat, KeySize};
 use crate::tpm::StartupType;
 
@@ -343,6 +344,24 @@ pub fn parse_flags(opts: &str) -> Result<FlagOptions, CliError> {
         startup,
         disable_auto_shutdown: is_set(given.disable_auto_shutdown),
     })
+}
+
+/// `--seccomp action=none|kill|log` (§3.10); kill is the default.
+pub fn parse_seccomp(opts: &str) -> Result<seccomp::Action, CliError> {
+    let mut action = None;
+    for_each_param("seccomp", opts, |param| {
+        match param.key {
+            "action" => keep_first(&mut action, param.value),
+            _ => return Err(unknown_option(param.token)),
+        }
+        Ok(())
+    })?;
+    match action.unwrap_or("kill") {
+        "kill" => Ok(seccomp::Action::Kill),
+        "log" => Ok(seccomp::Action::Log),
+        "none" => Ok(seccomp::Action::None),
+        other => Err(invalid(format!("Unsupported seccomp log action {other}"))),
+    }
 }
 
 /// The booleans of `--flags` as given (first occurrence of each).
@@ -1971,6 +1990,26 @@ mod tests {
         assert!(matches!(
             parse_ctrl(&huge_port),
             Err(CliError::Option { .. })
+        ));
+    }
+
+    #[test]
+    fn seccomp_actions() {
+        assert_eq!(parse_seccomp("action=none"), Ok(seccomp::Action::None));
+        assert_eq!(parse_seccomp("action=log"), Ok(seccomp::Action::Log));
+        assert_eq!(parse_seccomp("action=kill"), Ok(seccomp::Action::Kill));
+        assert_eq!(
+            parse_seccomp("action=trap"),
+            Err(CliError::Invalid(
+                "Unsupported seccomp log action trap".into()
+            ))
+        );
+        assert!(matches!(
+            parse_seccomp("level=1"),
+            Err(CliError::Option {
+                what: "seccomp",
+                ..
+            })
         ));
     }
 }

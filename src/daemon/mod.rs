@@ -32,7 +32,7 @@ use crate::io::fd::take_inherited;
 use crate::io::socket::{Listener, SocketError, Stream};
 use crate::io::vtpm_proxy::{self, ProxyError};
 use crate::libtpms::{LibtpmsError, StateKind, Tpm};
-use crate::sandbox::{SandboxError, seccomp};
+use crate::sandbox::{SandboxError, privileges, seccomp};
 use crate::state::StoreError;
 use crate::state::dir::DirStore;
 use crate::tpm::{self, StartupType, TpmVersion};
@@ -207,6 +207,19 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
     if let Some((option, _)) = args.not_yet_supported.first() {
         return Err(DaemonError::NotSupported(option.to_string()).into());
     }
+    // As swtpm: chroot, then runas, then the log (cli.md §7). The user is looked up
+    // before the chroot hides /etc/passwd.
+    let identity = args
+        .runas
+        .as_deref()
+        .map(privileges::resolve_user)
+        .transpose()?;
+    if let Some(root) = &args.chroot {
+        privileges::enter_chroot(root)?;
+    }
+    if let Some(identity) = &identity {
+        privileges::switch_user(identity)?;
+    }
     if let Some(log) = &args.log {
         configure_log(&options::parse_log(log)?)?;
     }
@@ -271,6 +284,12 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
     if vtpm_proxy_flags {
         apply_vtpm_proxy_defaults(&mut flags);
     }
+    let seccomp = args
+        .seccomp
+        .as_deref()
+        .map(options::parse_seccomp)
+        .transpose()?
+        .unwrap_or_default();
     if args.fd.is_some_and(|fd| (0..=2).contains(&fd)) {
         return Err(DaemonError::StandardFd.into());
     }
@@ -308,6 +327,8 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         emulator.stop();
         return Err(Early::Done);
     }
+    // Sockets are bound and files open: no capability is needed from here on.
+    privileges::drop_capabilities()?;
     Ok(Daemon {
         emulator: Arc::new(Mutex::new(emulator)),
         control,
@@ -316,7 +337,7 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         ctrl_terminate,
         data_terminate: args.terminate,
         startup,
-        seccomp: seccomp::Action::default(),
+        seccomp,
         cleanup: std::mem::take(cleanup),
     })
 }

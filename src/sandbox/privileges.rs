@@ -20,37 +20,63 @@ pub fn enter_chroot(path: &Path) -> Result<(), SandboxError> {
     nix::unistd::chdir("/").map_err(fail)
 }
 
-/// `--runas <user>`: a name switches to that user's uid, primary group and groups; a
-/// number is used as uid and gid, with no supplementary groups.
-pub fn switch_user(user: &str) -> Result<(), SandboxError> {
+/// The user `--runas` names, looked up before `--chroot` hides the user database.
+#[derive(Debug)]
+pub struct Identity {
+    name: String,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+}
+
+/// Looks up `--runas <user>`: a name gives that user's uid, primary group and groups; a
+/// number is used as uid and gid, with no supplementary groups (as swtpm).
+pub fn resolve_user(user: &str) -> Result<Identity, SandboxError> {
+    if !user.is_empty() && user.bytes().all(|b| b.is_ascii_digit()) {
+        let id: u32 = user
+            .parse()
+            .map_err(|_| SandboxError::UidOutOfRange(user.to_owned()))?;
+        let (uid, gid) = (Uid::from_raw(id), Gid::from_raw(id));
+        return Ok(Identity {
+            name: user.to_owned(),
+            uid,
+            gid,
+            groups: vec![gid],
+        });
+    }
+    let entry = User::from_name(user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| SandboxError::NoSuchUser(user.to_owned()))?;
+    let name =
+        CString::new(entry.name.clone()).map_err(|_| SandboxError::NoSuchUser(user.to_owned()))?;
+    let groups =
+        nix::unistd::getgrouplist(&name, entry.gid).map_err(|source| SandboxError::SwitchUser {
+            user: user.to_owned(),
+            step: "getgrouplist",
+            source,
+        })?;
+    Ok(Identity {
+        name: entry.name,
+        uid: entry.uid,
+        gid: entry.gid,
+        groups,
+    })
+}
+
+/// Becomes `identity`: groups first, then the gid, then the uid (after which the
+/// process may no longer change any of them).
+pub fn switch_user(identity: &Identity) -> Result<(), SandboxError> {
     let step = |step: &'static str| {
         move |source| SandboxError::SwitchUser {
-            user: user.to_owned(),
+            user: identity.name.clone(),
             step,
             source,
         }
     };
-    let (uid, gid, groups_of) = if !user.is_empty() && user.bytes().all(|b| b.is_ascii_digit()) {
-        let id: u32 = user
-            .parse()
-            .map_err(|_| SandboxError::UidOutOfRange(user.to_owned()))?;
-        (Uid::from_raw(id), Gid::from_raw(id), None)
-    } else {
-        let entry = User::from_name(user)
-            .ok()
-            .flatten()
-            .ok_or_else(|| SandboxError::NoSuchUser(user.to_owned()))?;
-        (entry.uid, entry.gid, Some(entry.name))
-    };
-    match groups_of {
-        Some(name) => {
-            let name = CString::new(name).map_err(|_| SandboxError::NoSuchUser(user.to_owned()))?;
-            nix::unistd::initgroups(&name, gid).map_err(step("initgroups"))?;
-        }
-        None => nix::unistd::setgroups(&[gid]).map_err(step("setgroups"))?,
-    }
-    nix::unistd::setgid(gid).map_err(step("setgid"))?;
-    nix::unistd::setuid(uid).map_err(step("setuid"))
+    nix::unistd::setgroups(&identity.groups).map_err(step("setgroups"))?;
+    nix::unistd::setgid(identity.gid).map_err(step("setgid"))?;
+    nix::unistd::setuid(identity.uid).map_err(step("setuid"))
 }
 
 /// Drops every capability: once its sockets are bound the daemon needs none (it only
