@@ -114,3 +114,15 @@ macro_rules! log_info {
 macro_rules! log_debug {
     ($($arg:tt)*) => { $crate::log::write_line(2, format_args!($($arg)*)) };
 }
+
+/// An error and its causes on one line, each cause once (`a: b: c`).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
+}

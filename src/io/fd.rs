@@ -45,3 +45,19 @@ pub fn file_type_of(fd: RawFd) -> io::Result<libc::mode_t> {
     // SAFETY: fstat succeeded, so it filled in the whole struct.
     Ok(unsafe { stat.assume_init() }.st_mode & libc::S_IFMT)
 }
+
+/// Writes the file's dirty pages to the device and waits for that I/O, without a cache
+/// flush and without metadata (`sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`): it
+/// orders data before a later rename; the durability comes from the `fsync` after it.
+pub fn write_out_data(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: plain system call on a descriptor `file` keeps open; offset 0 and length
+    // 0 mean "the whole file"; nothing is read from or written to our memory.
+    if unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -54,6 +54,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_pwrite64,
     libc::SYS_fsync,
     libc::SYS_fdatasync,
+    libc::SYS_sync_file_range,
+    libc::SYS_fstatfs,
     libc::SYS_renameat,
     libc::SYS_renameat2,
     libc::SYS_unlinkat,
