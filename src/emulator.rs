@@ -7,12 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ctrl::protocol::{self, result};
 use crate::libtpms::{BufferSize, Host, StateKind, TPM_FAIL, Tpm, TpmRc};
+use crate::log::error_chain;
 use crate::state::blob::{self, BlobError};
 use crate::state::crypto::{CryptoError, IvSource};
-use crate::state::dir::DirStore;
 use crate::state::key::AesKey;
+use crate::state::{Store, StoreError};
 use crate::tpm::{self, TpmVersion};
 use crate::{log_error, log_info};
+
+/// Lock retries (10 ms apart) armed once the lock was handed to a migration
+/// destination: QEMU's own LOCK_STORAGE uses the same 3 s.
+const RETRIES_AFTER_HANDOVER: u32 = 300;
 
 /// How the TPM behaves, from the command line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -23,6 +28,12 @@ pub struct Behaviour {
     pub allow_set_locality: bool,
     /// `--flags disable-auto-shutdown`.
     pub disable_auto_shutdown: bool,
+    /// `--migration incoming`: the storage is locked only when the state arrives
+    /// (SET_STATEBLOB) or before the first TPM command, not at INIT.
+    pub incoming_migration: bool,
+    /// `--migration release-lock-outgoing`: hand the storage lock over once QEMU has
+    /// fetched the last state blob (SAVESTATE) of an outgoing migration.
+    pub release_lock_outgoing: bool,
 }
 
 /// The keys of `--key` (state files) and `--migration-key` (GET/SET_STATEBLOB blobs).
@@ -82,25 +93,61 @@ pub enum AfterSetState {
 
 pub struct Emulator {
     tpm: Tpm,
-    store: Option<DirStore>,
+    store: Option<Store>,
     keys: Keys,
     behaviour: Behaviour,
     running: bool,
     locality: u8,
-    /// Set once the storage has been locked for use (first INIT or SET_STATEBLOB).
+    /// Set once the storage is used (first INIT or SET_STATEBLOB): from then on the
+    /// lock, where enabled, is held before the TPM touches it.
     storage_in_use: bool,
+    /// `--migration incoming` and no state has arrived yet: INIT does not lock.
+    lock_deferred: bool,
+    /// The lock was handed over to a migration destination: nothing may be written
+    /// until it is taken back.
+    handed_over: bool,
+    /// Retries (10 ms apart) for the next time the lock is taken.
+    lock_retries: u32,
+    /// A failed write put libtpms into failure mode and it has to be restarted from
+    /// the stored state (with this volatile state, when it could be saved).
+    restart: Option<Restart>,
+    /// What the host callbacks reported during the last libtpms call.
+    events: HostEvents,
     /// Ordinal of the last TPM command, to skip the automatic TPM2_Shutdown after the
     /// client's own.
     last_ordinal: u32,
     status: Arc<Status>,
 }
 
+/// libtpms is to be restarted from the stored state after a failed write.
+struct Restart {
+    volatile: Vec<u8>,
+}
+
+/// What happened in the host callbacks during one libtpms call.
+#[derive(Default)]
+struct HostEvents {
+    /// A store or delete failed.
+    write_failed: bool,
+    /// Loading a blob failed in the host (and was reported there).
+    load_failed: bool,
+    /// Where the blobs libtpms loaded came from, each once (libtpms loads the
+    /// permanent state twice at start).
+    loaded: Vec<String>,
+}
+
 /// Gives libtpms the state store and the current locality during a library call.
 struct StateHost<'a> {
-    store: Option<&'a mut DirStore>,
+    store: Option<&'a mut Store>,
     /// State files are written encrypted with it, and must be encrypted to load.
     state_key: Option<&'a AesKey>,
     locality: u8,
+    /// False while the lock is handed over to a migration destination.
+    writable: bool,
+    /// Inside a TPM command: a failed write is reported to libtpms as done (see
+    /// [`Emulator::process`]).
+    in_command: bool,
+    events: &'a mut HostEvents,
 }
 
 impl Host for StateHost<'_> {
@@ -117,52 +164,32 @@ impl Host for StateHost<'_> {
     }
 
     fn load(&mut self, kind: StateKind) -> Result<Option<Vec<u8>>, TpmRc> {
-        let store = self.store.as_deref().ok_or(TPM_FAIL)?;
-        let Some(stored) = store.load(kind).map_err(|err| {
-            log_error!("{err}");
-            TPM_FAIL
-        })?
-        else {
-            return Ok(None);
-        };
-        match blob::unwrap_stored(&stored, self.state_key) {
-            Ok(state) => Ok(Some(state)),
-            Err(err) => {
-                log_error!(
-                    "TPM state file {} cannot be used: {err}; it was left unchanged",
-                    store.path(kind).display()
-                );
-                Err(err.result_code())
-            }
-        }
+        let result = self.load_unwrapped(kind);
+        self.events.load_failed |= result.is_err();
+        result
     }
 
     fn store(&mut self, kind: StateKind, data: &[u8]) -> Result<(), TpmRc> {
-        let store = self.store.as_deref().ok_or(TPM_FAIL)?;
-        let wrapped =
-            blob::wrap_stored(data, self.state_key, &mut KernelRandom).map_err(|err| {
-                log_error!(
-                    "TPM state file {} was not written: {err}",
-                    store.path(kind).display()
-                );
-                err.result_code()
-            })?;
-        store.save(kind, &wrapped).map_err(|err| {
-            log_error!("{err}");
-            TPM_FAIL
-        })
+        let result = self.store_wrapped(kind, data);
+        self.write_outcome(result)
     }
 
     fn delete(&mut self, kind: StateKind, must_exist: bool) -> Result<(), TpmRc> {
-        let store = self.store.as_deref().ok_or(TPM_FAIL)?;
-        match store.delete(kind) {
-            Ok(false) if must_exist => Err(TPM_FAIL),
-            Ok(_) => Ok(()),
-            Err(err) => {
-                log_error!("{err}");
-                Err(TPM_FAIL)
+        let store = self.store.as_deref_mut().ok_or(TPM_FAIL)?;
+        let result = if !self.writable {
+            log_handed_over(&store.describe(kind));
+            Err(TPM_FAIL)
+        } else {
+            match store.delete(kind) {
+                Ok(false) if must_exist => return Err(TPM_FAIL),
+                Ok(_) => Ok(()),
+                Err(err) => {
+                    log_error!("{}", error_chain(&err));
+                    Err(TPM_FAIL)
+                }
             }
-        }
+        };
+        self.write_outcome(result)
     }
 
     fn locality(&self) -> u8 {
@@ -170,8 +197,79 @@ impl Host for StateHost<'_> {
     }
 }
 
+impl StateHost<'_> {
+    /// Records a failed write. Inside a TPM command libtpms is told it worked: a TPM 2
+    /// would otherwise enter failure mode and answer nothing but TPM_RC_FAILURE until
+    /// the process restarts, and its failure flag is part of the volatile state, so it
+    /// could not be restarted with its PCRs and sessions intact. The command's response
+    /// is replaced by an error and libtpms restarted from the (unchanged) stored state.
+    fn write_outcome(&mut self, result: Result<(), TpmRc>) -> Result<(), TpmRc> {
+        if result.is_err() {
+            self.events.write_failed = true;
+            if self.in_command {
+                return Ok(());
+            }
+        }
+        result
+    }
+
+    fn load_unwrapped(&mut self, kind: StateKind) -> Result<Option<Vec<u8>>, TpmRc> {
+        let store = self.store.as_deref_mut().ok_or(TPM_FAIL)?;
+        let what = store.describe(kind);
+        let Some(stored) = store.load(kind).map_err(|err| {
+            log_error!("{}", error_chain(&err));
+            TPM_FAIL
+        })?
+        else {
+            return Ok(None);
+        };
+        match blob::unwrap_stored(&stored, self.state_key) {
+            Ok(state) => {
+                if !self.events.loaded.contains(&what) {
+                    self.events.loaded.push(what);
+                }
+                Ok(Some(state))
+            }
+            Err(err) => {
+                log_error!(
+                    "TPM state {what} cannot be used: {}; it was left unchanged: restore it from a backup, or move it away to start a new TPM",
+                    error_chain(&err)
+                );
+                Err(err.result_code())
+            }
+        }
+    }
+
+    fn store_wrapped(&mut self, kind: StateKind, data: &[u8]) -> Result<(), TpmRc> {
+        let store = self.store.as_deref_mut().ok_or(TPM_FAIL)?;
+        if !self.writable {
+            log_handed_over(&store.describe(kind));
+            return Err(TPM_FAIL);
+        }
+        let wrapped =
+            blob::wrap_stored(data, self.state_key, &mut KernelRandom).map_err(|err| {
+                log_error!(
+                    "TPM state {} was not written: {}",
+                    store.describe(kind),
+                    error_chain(&err)
+                );
+                err.result_code()
+            })?;
+        store.save(kind, &wrapped).map_err(|err| {
+            log_error!("{}; the previous state was kept", error_chain(&err));
+            TPM_FAIL
+        })
+    }
+}
+
+fn log_handed_over(what: &str) {
+    log_error!(
+        "TPM state {what} was not written: the storage lock was handed over to the migration destination (LOCK_STORAGE or the next TPM command takes it back)"
+    );
+}
+
 impl Emulator {
-    pub fn new(tpm: Tpm, store: Option<DirStore>, keys: Keys, behaviour: Behaviour) -> Emulator {
+    pub fn new(tpm: Tpm, store: Option<Store>, keys: Keys, behaviour: Behaviour) -> Emulator {
         Emulator {
             tpm,
             store,
@@ -180,6 +278,11 @@ impl Emulator {
             running: false,
             locality: 0,
             storage_in_use: false,
+            lock_deferred: behaviour.incoming_migration,
+            handed_over: false,
+            lock_retries: 0,
+            restart: None,
+            events: HostEvents::default(),
             last_ordinal: 0,
             status: Arc::new(Status::default()),
         }
@@ -212,15 +315,29 @@ impl Emulator {
             store: self.store.as_mut(),
             state_key: self.keys.state.as_ref(),
             locality: self.locality,
+            writable: !self.handed_over,
+            in_command: false,
+            events: &mut self.events,
         }
     }
 
     /// Runs `call` on libtpms with this emulator's store and locality as its host.
     fn with_tpm<R>(&mut self, call: impl FnOnce(&mut Tpm, &mut dyn Host) -> R) -> R {
+        self.with_tpm_host(false, call)
+    }
+
+    fn with_tpm_host<R>(
+        &mut self,
+        in_command: bool,
+        call: impl FnOnce(&mut Tpm, &mut dyn Host) -> R,
+    ) -> R {
         let mut host = StateHost {
             store: self.store.as_mut(),
             state_key: self.keys.state.as_ref(),
             locality: self.locality,
+            writable: !self.handed_over,
+            in_command,
+            events: &mut self.events,
         };
         call(&mut self.tpm, &mut host)
     }
@@ -234,25 +351,32 @@ impl Emulator {
         self.status.running.store(self.running, Ordering::Release);
     }
 
-    fn lock_storage_for_use(&mut self) -> Result<(), TpmRc> {
+    /// Takes the storage lock (where enabled) with the armed retries.
+    fn take_lock(&mut self) -> Result<(), StoreError> {
         let Some(store) = self.store.as_mut() else {
             return Ok(());
         };
-        store.lock(0).map_err(|err| {
-            log_error!("{err}");
-            TPM_FAIL
-        })?;
-        self.storage_in_use = true;
+        store.lock(self.lock_retries)?;
+        self.lock_deferred = false;
+        self.handed_over = false;
         Ok(())
     }
 
     /// Starts libtpms (CMD_INIT, or `--flags not-need-init` at process start).
     pub fn start(&mut self) -> Result<(), TpmRc> {
         self.stop_running();
-        // The lock comes first, so that a second daemon never reads or writes the files.
-        self.lock_storage_for_use()?;
+        self.storage_in_use = true;
+        // The lock comes first, so that a second daemon never reads or writes the files
+        // (with `--migration incoming` it comes with the state, or before a command).
+        if !self.lock_deferred {
+            if let Err(err) = self.take_lock() {
+                log_error!("{}", error_chain(&err));
+                return Err(TPM_FAIL);
+            }
+        }
+        self.events = HostEvents::default();
         if let Err(rc) = self.with_tpm(|tpm, host| tpm.main_init(host)) {
-            log_error!("could not start the TPM: libtpms answered {rc:#x}");
+            self.report_start_failure(rc);
             self.tpm.terminate();
             self.publish();
             return Err(rc);
@@ -264,19 +388,43 @@ impl Emulator {
         Ok(())
     }
 
+    /// Why libtpms did not start. A blob our own checks refused was reported when it
+    /// was loaded; a blob libtpms itself refused is named here, once.
+    fn report_start_failure(&self, rc: TpmRc) {
+        if self.events.load_failed || self.events.loaded.is_empty() {
+            log_error!("could not start the TPM: libtpms answered {rc:#x}");
+            return;
+        }
+        let version = Tpm::library_version();
+        log_error!(
+            "libtpms {}.{}.{} refused the TPM state in {} (result {rc:#x}); it was left unchanged. Restore it from a backup, or move it away to start a new TPM (its keys and NV contents are then lost); state written by a newer libtpms is refused the same way",
+            version >> 16,
+            (version >> 8) & 0xff,
+            version & 0xff,
+            self.events.loaded.join(" and ")
+        );
+    }
+
     /// CMD_INIT: a power cycle of the TPM.
     pub fn init(&mut self, flags: u32) -> u32 {
         if let Err(rc) = self.start() {
             return rc;
         }
         if flags & protocol::INIT_FLAG_DELETE_VOLATILE != 0 {
-            if let Some(store) = self.store.as_ref() {
-                if let Err(err) = store.delete(StateKind::Volatile) {
-                    log_error!("{err}");
-                }
-            }
+            self.delete_stored_volatile();
         }
         result::TPM_SUCCESS
+    }
+
+    fn delete_stored_volatile(&mut self) {
+        if self.handed_over {
+            return;
+        }
+        if let Some(store) = self.store.as_mut() {
+            if let Err(err) = store.delete(StateKind::Volatile) {
+                log_error!("{}", error_chain(&err));
+            }
+        }
     }
 
     /// CMD_STOP (and the first half of CMD_SHUTDOWN): the TPM stops; the lock is kept.
@@ -288,7 +436,12 @@ impl Emulator {
         if !self.running {
             return;
         }
-        self.auto_shutdown();
+        // After a hand-over the state belongs to the destination: a TPM2_Shutdown
+        // would write it. Before a restart libtpms is not running at all.
+        if !self.handed_over && self.restart.is_none() {
+            self.auto_shutdown();
+        }
+        self.restart = None;
         self.tpm.terminate();
         self.running = false;
         self.publish();
@@ -317,10 +470,27 @@ impl Emulator {
         self.last_ordinal = tpm::TPM2_CC_SHUTDOWN;
     }
 
+    /// Before each data-channel command: the storage lock must be held while the TPM
+    /// runs (a deferred `--migration incoming` lock, or the lock handed over to a
+    /// migration destination that QEMU did not take back). `Err`: it cannot be had,
+    /// and the daemon must end (as swtpm does).
+    pub fn hold_lock_for_command(&mut self) -> Result<(), StoreError> {
+        let needed = self.running
+            && self.storage_in_use
+            && self
+                .store
+                .as_ref()
+                .is_some_and(|store| store.lock_enabled() && !store.is_locked());
+        if needed { self.take_lock() } else { Ok(()) }
+    }
+
     /// Runs one TPM command and appends its response to `out`.
     pub fn process(&mut self, command: &mut [u8], out: &mut Vec<u8>) {
         let version = self.version();
-        if !self.running {
+        if self.running && self.restart.is_some() {
+            self.restart_from_storage();
+        }
+        if !self.running || self.restart.is_some() {
             out.extend_from_slice(&tpm::not_running_response(version));
             return;
         }
@@ -337,7 +507,9 @@ impl Emulator {
             out.extend_from_slice(&self.vendor_set_locality(command));
             return;
         }
-        match self.with_tpm(|tpm, host| {
+        self.events.write_failed = false;
+        let response_start = out.len();
+        match self.with_tpm_host(true, |tpm, host| {
             tpm.process(host, command)
                 .map(|resp| out.extend_from_slice(resp))
         }) {
@@ -350,7 +522,69 @@ impl Emulator {
                 out.extend_from_slice(&tpm::not_running_response(version));
             }
         }
+        if self.events.write_failed {
+            out.truncate(response_start);
+            let rc = match version {
+                TpmVersion::V2 => tpm::TPM2_RC_NV_UNAVAILABLE,
+                TpmVersion::V1_2 => TPM_FAIL,
+            };
+            out.extend_from_slice(&tpm::error_response(version, rc));
+            self.after_failed_write();
+        }
         self.publish();
+    }
+
+    /// A state write of a TPM command failed (a full disk, an I/O error): the guest got
+    /// an error for the command and storage still holds the state from before it, but
+    /// libtpms' memory has the command's changes. Restart libtpms from storage with its
+    /// current volatile state (PCRs, sessions, loaded objects), so that the guest's TPM
+    /// goes on as if the command had not run; if the restart fails too (it may need to
+    /// write), it is tried again before each later command.
+    fn after_failed_write(&mut self) {
+        match self.with_tpm(|tpm, host| tpm.volatile_state(host)) {
+            Ok(volatile) => {
+                self.restart = Some(Restart { volatile });
+                self.restart_from_storage();
+            }
+            Err(rc) => {
+                // Without its volatile state a restarted TPM would need TPM_Startup,
+                // which would reset the PCRs under a running guest: stop it instead,
+                // as after a failed INIT.
+                log_error!(
+                    "could not save the TPM's volatile state after a failed write (libtpms answered {rc:#x}); the TPM stops until the next INIT"
+                );
+                self.tpm.terminate();
+                self.running = false;
+            }
+        }
+    }
+
+    fn restart_from_storage(&mut self) {
+        let Some(restart) = self.restart.take() else {
+            return;
+        };
+        self.tpm.terminate();
+        let volatile = &restart.volatile;
+        let set =
+            self.with_tpm(|tpm, host| tpm.set_state(host, StateKind::Volatile, Some(volatile)));
+        if let Err(rc) = set {
+            log_error!(
+                "libtpms refused the saved volatile state ({rc:#x}); the TPM stops until the next INIT"
+            );
+            self.running = false;
+            return;
+        }
+        self.events = HostEvents::default();
+        match self.with_tpm(|tpm, host| tpm.main_init(host)) {
+            Ok(()) => log_info!("TPM restarted from its stored state after a failed write"),
+            Err(rc) => {
+                log_error!(
+                    "could not restart the TPM from its stored state (libtpms answered {rc:#x}); trying again before the next command"
+                );
+                self.tpm.terminate();
+                self.restart = Some(restart);
+            }
+        }
     }
 
     /// Sends a command of the daemon's own (`--flags startup-*`) and returns its code.
@@ -427,6 +661,9 @@ impl Emulator {
 
     /// CMD_STORE_VOLATILE: the next INIT resumes from the stored volatile state.
     pub fn store_volatile(&mut self) -> u32 {
+        if self.restart.is_some() {
+            return result::TPM_FAIL;
+        }
         let volatile = match self.with_tpm(|tpm, host| tpm.volatile_state(host)) {
             Ok(volatile) => volatile,
             Err(rc) => return rc,
@@ -441,6 +678,42 @@ impl Emulator {
     /// header form (also for errors). The blob stays encrypted with the state key unless
     /// `flags` has DECRYPTED; the migration key, when configured, always applies.
     pub fn get_state_blob(&mut self, flags: u32, blob_type: u32, offset: u32) -> Vec<u8> {
+        let response = self.state_blob_response(flags, blob_type, offset);
+        if blob_type == protocol::BLOB_TYPE_SAVESTATE && self.behaviour.release_lock_outgoing {
+            self.hand_over_lock();
+        }
+        response
+    }
+
+    /// QEMU fetches the savestate blob last: the outgoing migration has all the state
+    /// now, and a destination on the same storage will want the lock. The permanent
+    /// state must be complete and durable on storage before we let go (every write
+    /// already is; this also flushes what an earlier process may have left cached, and
+    /// checks that it can be read back): the destination reads it right away.
+    fn hand_over_lock(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if !store.lock_enabled() || !store.is_locked() {
+            return;
+        }
+        let ready = store.sync().and_then(|()| store.load(StateKind::Permanent));
+        let what = store.describe(StateKind::Permanent);
+        match ready {
+            Ok(Some(stored)) if blob::unwrap_stored(&stored, self.keys.state.as_ref()).is_ok() => {
+                store.unlock();
+                self.handed_over = true;
+                self.lock_retries = RETRIES_AFTER_HANDOVER;
+                log_info!("storage lock released for the migration destination");
+            }
+            Ok(_) => log_error!(
+                "kept the storage lock: the permanent TPM state {what} is missing or unreadable, so a migration destination could not use it"
+            ),
+            Err(err) => log_error!("kept the storage lock: {}", error_chain(&err)),
+        }
+    }
+
+    fn state_blob_response(&mut self, flags: u32, blob_type: u32, offset: u32) -> Vec<u8> {
         let state = match StateKind::from_blob_type(blob_type) {
             None => Err(result::TPM_FAIL),
             Some(StateKind::Volatile) => self.current_volatile_state(),
@@ -483,11 +756,7 @@ impl Emulator {
     /// volatile state is likewise gone afterwards.
     fn current_volatile_state(&mut self) -> Result<Vec<u8>, TpmRc> {
         let state = self.with_tpm(|tpm, host| tpm.volatile_state(host));
-        if let Some(store) = self.store.as_ref() {
-            if let Err(err) = store.delete(StateKind::Volatile) {
-                log_error!("{err}");
-            }
-        }
+        self.delete_stored_volatile();
         state
     }
 
@@ -498,15 +767,18 @@ impl Emulator {
         flags: u32,
         data: &[u8],
     ) -> (u32, AfterSetState) {
-        if let Err(rc) = self.lock_storage_for_use() {
-            let _ = rc;
+        // The state arrives: from here on it is ours (a `--migration incoming`
+        // destination takes the lock now).
+        self.storage_in_use = true;
+        if let Err(err) = self.take_lock() {
+            log_error!("{}", error_chain(&err));
             return (result::TPM_IOERROR, AfterSetState::Terminate);
         }
         let Some(kind) = StateKind::from_blob_type(blob_type) else {
             return (result::TPM_BAD_PARAMETER, AfterSetState::Continue);
         };
         let rc = if blob::is_empty_blob(data) {
-            self.tpm.set_state(kind, None)
+            self.with_tpm(|tpm, host| tpm.set_state(host, kind, None))
         } else {
             match blob::unwrap_migration(
                 data,
@@ -514,7 +786,7 @@ impl Emulator {
                 self.keys.state.as_ref(),
                 self.keys.migration.as_ref(),
             ) {
-                Ok(state) => self.tpm.set_state(kind, Some(&state)),
+                Ok(state) => self.with_tpm(|tpm, host| tpm.set_state(host, kind, Some(&state))),
                 Err(err) => {
                     log_set_state_refused(kind, &err);
                     Err(err.result_code())
@@ -550,17 +822,16 @@ impl Emulator {
 
     /// CMD_LOCK_STORAGE: (re)takes the lock, trying `retries` more times 10 ms apart.
     /// Before the storage is first used there is nothing to lock yet.
+    /// QEMU sends it when a VM resumes on the source after a failed migration.
     pub fn lock_storage(&mut self, retries: u32) -> u32 {
+        self.lock_retries = retries;
         if !self.storage_in_use {
             return result::TPM_SUCCESS;
         }
-        let Some(store) = self.store.as_mut() else {
-            return result::TPM_SUCCESS;
-        };
-        match store.lock(retries) {
+        match self.take_lock() {
             Ok(()) => result::TPM_SUCCESS,
             Err(err) => {
-                log_error!("{err}");
+                log_error!("{}", error_chain(&err));
                 result::TPM_FAIL
             }
         }

@@ -492,11 +492,12 @@ fn store(args: &mut FrontendArgs, spec: &OptionSpec, stored: StoredOpt, value: S
         StoredOpt::MigrationKey => &mut args.migration_key,
         StoredOpt::RunAs => &mut args.runas,
         StoredOpt::Seccomp => &mut args.seccomp,
+        StoredOpt::Migration => &mut args.migration,
         StoredOpt::Chroot => {
             args.chroot = Some(PathBuf::from(value));
             return;
         }
-        StoredOpt::Migration | StoredOpt::Profile => {
+        StoredOpt::Profile => {
             args.not_yet_supported.push((spec.name, value));
             return;
         }
@@ -837,10 +838,10 @@ mod tests {
             args.not_yet_supported,
             vec![
                 ("--print-profiles", String::new()),
-                ("--migration", "incoming".into()),
                 ("--profile", "name=default-v1".into()),
             ]
         );
+        assert_eq!(args.migration.as_deref(), Some("incoming"));
     }
 
     #[test]
@@ -875,10 +876,8 @@ mod tests {
     #[test]
     fn an_exact_name_wins_over_a_longer_option() {
         let args = socket(&["--migration", "incoming"]).unwrap();
-        assert_eq!(
-            args.not_yet_supported,
-            vec![("--migration", "incoming".into())]
-        );
+        assert_eq!(args.migration.as_deref(), Some("incoming"));
+        assert!(args.migration_key.is_none());
         let args = socket(&["--migration-k", "file=/k"]).unwrap();
         assert_eq!(args.migration_key.as_deref(), Some("file=/k"));
         assert!(args.not_yet_supported.is_empty());

@@ -22,14 +22,14 @@ const FEATURES: &[Feature] = &[
     Feature::Name("cmdarg-pwd-fd"),
     Feature::Name("cmdarg-print-states"),
     Feature::Name("cmdarg-chroot"),
-    // "cmdarg-migration" goes here.
+    Feature::Name("cmdarg-migration"),
     Feature::Name("nvram-backend-dir"),
-    // "nvram-backend-file" goes here.
+    Feature::Name("nvram-backend-file"),
     Feature::RsaKeySizes,
     // "cmdarg-profile", "cmdarg-print-profiles", "profile-opt-remove-disabled" (TPM 2 only)
     // go here.
     Feature::Name("cmdarg-print-info"),
-    // "tpmstate-opt-lock" goes here.
+    Feature::Name("tpmstate-opt-lock"),
 ];
 
 /// The capabilities line, without the trailing newline swtpm prints after it:
@@ -79,7 +79,7 @@ fn json_string(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const TPM12_LINE: &str = r#"{ "type": "swtpm", "features": [ "tpm-1.2", "tpm-2.0", "tpm-send-command-header", "flags-opt-startup", "flags-opt-disable-auto-shutdown", "ctrl-opt-terminate", "cmdarg-seccomp", "cmdarg-key-fd", "cmdarg-pwd-fd", "cmdarg-print-states", "cmdarg-chroot", "nvram-backend-dir", "cmdarg-print-info" ], "version": "0.10.2" }"#;
+    const TPM12_LINE: &str = r#"{ "type": "swtpm", "features": [ "tpm-1.2", "tpm-2.0", "tpm-send-command-header", "flags-opt-startup", "flags-opt-disable-auto-shutdown", "ctrl-opt-terminate", "cmdarg-seccomp", "cmdarg-key-fd", "cmdarg-pwd-fd", "cmdarg-print-states", "cmdarg-chroot", "cmdarg-migration", "nvram-backend-dir", "nvram-backend-file", "cmdarg-print-info", "tpmstate-opt-lock" ], "version": "0.10.2" }"#;
 
     #[test]
     fn without_tpm2_there_are_no_rsa_key_sizes() {
@@ -95,8 +95,8 @@ mod tests {
         assert_eq!(
             line,
             TPM12_LINE.replace(
-                r#""nvram-backend-dir", "#,
-                r#""nvram-backend-dir", "rsa-keysize-1024", "rsa-keysize-2048", "rsa-keysize-3072", "#
+                r#""nvram-backend-file", "#,
+                r#""nvram-backend-file", "rsa-keysize-1024", "rsa-keysize-2048", "rsa-keysize-3072", "#
             )
         );
         assert_eq!(capabilities_json(true, &[], "0.10.2"), TPM12_LINE);
@@ -116,7 +116,7 @@ mod tests {
             .map(|f| f.as_str().unwrap())
             .collect();
         assert_eq!(features[..2], ["tpm-1.2", "tpm-2.0"]);
-        assert_eq!(features.last(), Some(&"cmdarg-print-info"));
+        assert_eq!(features.last(), Some(&"tpmstate-opt-lock"));
         assert!(features.contains(&"rsa-keysize-2048"));
         assert!(parsed.get("profiles").is_none());
     }

@@ -195,10 +195,10 @@ const ENTRIES: &[Entry] = &[
         ShownIn::Both,
         &[
             "where the TPM keeps its state: the existing directory dir, or a",
-            "URI: dir://<path> (file://<path>, one file or block device, is not",
-            "supported by this build yet); mode gives the state files'",
-            "permission bits (octal); lock takes a lock on the storage",
-            "(default: on for directories); without this option the TPM_PATH",
+            "URI: dir://<path>, or file://<path> for one file or block device",
+            "holding all state; mode gives the state files' permission bits",
+            "(octal); lock takes a lock on the storage (default: on for",
+            "directories, off for files); without this option the TPM_PATH",
             "environment variable names the directory",
         ],
     ),
@@ -263,11 +263,14 @@ const ENTRIES: &[Entry] = &[
         ShownIn::Both,
         &["the same with a key derived from a passphrase"],
     ),
-    not_yet(
+    entry(
         "--migration [incoming][,release-lock-outgoing]",
+        ShownIn::Both,
         &[
-            "incoming: take the storage lock only when the migrated state",
-            "arrives; release-lock-outgoing: drop it once the state was fetched",
+            "for state on storage shared with a migration peer: incoming takes",
+            "the storage lock only when the migrated state arrives (or before",
+            "the first TPM command); release-lock-outgoing releases it once the",
+            "last state blob was fetched",
         ],
     ),
     not_yet(
@@ -366,9 +369,9 @@ mod tests {
         );
         let entry_of = |start: &str| {
             let rest = text.split(start).nth(1).unwrap();
-            rest.split("\n--").next().unwrap().to_owned()
+            rest.split("\n-").next().unwrap().to_owned()
         };
-        assert!(entry_of("\n--migration [").contains(NOT_SUPPORTED_YET));
+        assert!(!entry_of("\n--migration [").contains(NOT_SUPPORTED_YET));
         assert!(!entry_of("\n--key file=").contains(NOT_SUPPORTED_YET));
     }
 

@@ -81,6 +81,8 @@ pub struct FrontendArgs {
     /// `-R/--chroot <path>`.
     pub chroot: Option<PathBuf>,
     pub seccomp: Option<String>,
+    /// `--migration [incoming][,release-lock-outgoing]`.
+    pub migration: Option<String>,
     /// Options accepted on the command line but refused at start until they are built:
     /// (option name, value), e.g. `("--key", "file=...")`.
     pub not_yet_supported: Vec<(&'static str, String)>,
@@ -184,7 +186,7 @@ pub enum ServerOptions {
 pub enum StateBackendSpec {
     /// `dir=`, `backend-uri=dir://`, or `TPM_PATH`.
     Dir(PathBuf),
-    /// `backend-uri=file://PATH` (refused until the file backend is built).
+    /// `backend-uri=file://PATH`: one linear file or block device.
     File(PathBuf),
     /// Any other URI: accepted by the parser, refused when storage is first used.
     Unsupported(String),
@@ -197,6 +199,15 @@ pub struct TpmStateOptions {
     pub mode: Option<u32>,
     /// `lock=`: `None` = the backend's default.
     pub lock: Option<bool>,
+}
+
+/// `--migration [incoming][,release-lock-outgoing]` (§3.9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationOptions {
+    /// Lock the storage only when the state arrives or before the first TPM command.
+    pub incoming: bool,
+    /// Release the storage lock once the savestate blob has been fetched.
+    pub release_lock_outgoing: bool,
 }
 
 /// Where `--key` / `--migration-key` material comes from (precedence file > fd >

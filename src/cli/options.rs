@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use super::{
     CliError, CtrlChannel, CtrlOptions, DataArg, FlagOptions, KeyOptions, KeySource, ListenSpec,
-    LocalityOptions, LogOptions, LogTarget, Owner, PidOptions, ServerOptions, StartupRequest,
-    StateBackendSpec, TpmStateOptions,
+    LocalityOptions, LogOptions, LogTarget, MigrationOptions, Owner, PidOptions, ServerOptions,
+    StartupRequest, StateBackendSpec, TpmStateOptions,
 };
 use crate::sandbox::seccomp;
 use crate::state::key::{Kdf, KeyFormat, KeySize};
@@ -343,6 +343,26 @@ pub fn parse_flags(opts: &str) -> Result<FlagOptions, CliError> {
         not_need_init: is_set(given.not_need_init) || matches!(startup, StartupRequest::Send(_)),
         startup,
         disable_auto_shutdown: is_set(given.disable_auto_shutdown),
+    })
+}
+
+/// `--migration [incoming][,release-lock-outgoing]` (§3.9).
+pub fn parse_migration(opts: &str) -> Result<MigrationOptions, CliError> {
+    let mut incoming = None;
+    let mut release_lock_outgoing = None;
+    for_each_param("migration", opts, |param| {
+        match param.key {
+            "incoming" => keep_first(&mut incoming, parse_bool(param.value)),
+            "release-lock-outgoing" => {
+                keep_first(&mut release_lock_outgoing, parse_bool(param.value))
+            }
+            _ => return Err(unknown_option(param.token)),
+        }
+        Ok(())
+    })?;
+    Ok(MigrationOptions {
+        incoming: is_set(incoming),
+        release_lock_outgoing: is_set(release_lock_outgoing),
     })
 }
 

@@ -18,6 +18,7 @@ use crate::ctrl::handler::{DataChannelSlot, lock};
 use crate::emulator::Emulator;
 use crate::io::framing::{self, Frame, MAX_COMMAND, PREFIX_LEN};
 use crate::io::socket::{Listener, Stream};
+use crate::log::error_chain;
 use crate::{log_error, log_info};
 
 /// How long an incomplete command waits for its next bytes before it is processed as
@@ -98,7 +99,7 @@ impl DataChannel {
         let mut conn = Connection::new(tpm2);
         match source {
             DataSource::Connected(stream) => {
-                conn.serve(stream, &self.emulator, false);
+                conn.serve(stream, &self.emulator, &self.exit, false);
                 self.exit.request(0);
             }
             DataSource::Listener {
@@ -108,7 +109,7 @@ impl DataChannel {
                 match listener.accept() {
                     Ok(stream) => {
                         log_info!("Data client connected");
-                        conn.serve(stream, &self.emulator, disconnect);
+                        conn.serve(stream, &self.emulator, &self.exit, disconnect);
                         if self.terminate {
                             self.exit.request(0);
                             return;
@@ -120,7 +121,7 @@ impl DataChannel {
             DataSource::FromControlChannel => loop {
                 let fd = self.slot.wait_for_fd();
                 match Stream::from_owned(fd) {
-                    Ok(stream) => conn.serve(stream, &self.emulator, false),
+                    Ok(stream) => conn.serve(stream, &self.emulator, &self.exit, false),
                     Err(err) => {
                         log_error!("the data channel passed with CMD_SET_DATAFD is unusable: {err}")
                     }
@@ -154,7 +155,13 @@ impl Connection {
     }
 
     /// Serves one client until it closes (or after one response with `disconnect`).
-    fn serve(&mut self, mut stream: Stream, emulator: &Mutex<Emulator>, disconnect: bool) {
+    fn serve(
+        &mut self,
+        mut stream: Stream,
+        emulator: &Mutex<Emulator>,
+        exit: &ExitSignal,
+        disconnect: bool,
+    ) {
         self.filled = 0;
         loop {
             let frame = match framing::complete_frame(&self.input[..self.filled], self.tpm2) {
@@ -165,7 +172,7 @@ impl Connection {
                     Err(_) => break,
                 },
             };
-            if self.respond(frame, &mut stream, emulator).is_err() || disconnect {
+            if self.respond(frame, &mut stream, emulator, exit).is_err() || disconnect {
                 break;
             }
         }
@@ -196,6 +203,7 @@ impl Connection {
         frame: Frame,
         stream: &mut Stream,
         emulator: &Mutex<Emulator>,
+        exit: &ExitSignal,
     ) -> io::Result<()> {
         self.output.clear();
         if frame.prefix_locality.is_some() {
@@ -203,6 +211,13 @@ impl Connection {
         }
         {
             let mut emu = lock(emulator);
+            if let Err(err) = emu.hold_lock_for_command() {
+                // Another process has the storage (a migration destination): running
+                // the command could corrupt its state. swtpm ends here too.
+                log_error!("{}; terminating", error_chain(&err));
+                exit.request(1);
+                return Err(io::ErrorKind::PermissionDenied.into());
+            }
             if let Some(locality) = frame.prefix_locality {
                 emu.set_locality_unchecked(locality);
             }

@@ -33,8 +33,9 @@ use crate::io::socket::{Listener, SocketError, Stream};
 use crate::io::vtpm_proxy::{self, ProxyError};
 use crate::libtpms::{LibtpmsError, StateKind, Tpm};
 use crate::sandbox::{SandboxError, privileges, seccomp};
-use crate::state::StoreError;
 use crate::state::dir::DirStore;
+use crate::state::file::LinearStore;
+use crate::state::{Store, StoreError};
 use crate::tpm::{self, StartupType, TpmVersion};
 use crate::{log, log_error, log_info};
 use control::{ControlLoop, ControlSource};
@@ -108,17 +109,7 @@ pub enum DaemonError {
     Sandbox(#[from] SandboxError),
 }
 
-/// Formats an error and its causes on one line, each cause once.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(source) = cause {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        cause = source.source();
-    }
-    text
-}
+pub use crate::log::error_chain;
 
 /// Asks the main thread to end the daemon with a status; readable by its poll.
 pub struct ExitSignal {
@@ -259,7 +250,7 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         let Some(state) = args.tpmstate.as_ref().and(state.as_ref()) else {
             return Err(DaemonError::PrintStatesNeedsState.into());
         };
-        print_states(&open_store(state, version)?)?;
+        print_states(&mut open_store(state, version)?)?;
         return Err(Early::Done);
     }
 
@@ -284,6 +275,12 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
     if vtpm_proxy_flags {
         apply_vtpm_proxy_defaults(&mut flags);
     }
+    let migration = args
+        .migration
+        .as_deref()
+        .map(options::parse_migration)
+        .transpose()?
+        .unwrap_or_default();
     let seccomp = args
         .seccomp
         .as_deref()
@@ -305,6 +302,8 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         reject_locality_4: locality.reject_locality_4,
         allow_set_locality: locality.allow_set_locality || vtpm_proxy_flags,
         disable_auto_shutdown: flags.disable_auto_shutdown,
+        incoming_migration: migration.incoming,
+        release_lock_outgoing: migration.release_lock_outgoing,
     };
     let mut emulator = Emulator::new(tpm, store, keys, behaviour);
     let startup = match flags.startup {
@@ -535,21 +534,31 @@ fn apply_vtpm_proxy_defaults(flags: &mut FlagOptions) {
     }
 }
 
-fn open_store(state: &TpmStateOptions, version: TpmVersion) -> Result<DirStore, DaemonError> {
+/// The storage `--tpmstate` names. Nothing is opened yet: storage is first touched when
+/// the TPM starts (or for `--print-states`). Locking is on by default for a directory
+/// and off for a linear file, as in swtpm.
+fn open_store(state: &TpmStateOptions, version: TpmVersion) -> Result<Store, DaemonError> {
     match &state.backend {
-        StateBackendSpec::Dir(dir) => Ok(DirStore::new(dir.clone(), version, state.mode)),
-        StateBackendSpec::File(path) => Err(DaemonError::NotSupported(format!(
-            "--tpmstate backend-uri=file://{}",
-            path.display()
+        StateBackendSpec::Dir(dir) => Ok(Store::Dir(DirStore::new(
+            dir.clone(),
+            version,
+            state.mode,
+            state.lock.unwrap_or(true),
         ))),
-        StateBackendSpec::Unsupported(uri) => Err(DaemonError::NotSupported(format!(
-            "the TPM state backend '{uri}'"
+        StateBackendSpec::File(path) => Ok(Store::Linear(LinearStore::new(
+            path.clone(),
+            state.mode,
+            state.lock.unwrap_or(false),
         ))),
+        StateBackendSpec::Unsupported(uri) => {
+            Err(StoreError::UnsupportedBackend { uri: uri.clone() }.into())
+        }
     }
 }
 
-/// `--print-states`: which blobs exist and their stored sizes, on one line.
-fn print_states(store: &DirStore) -> Result<(), DaemonError> {
+/// `--print-states`: which blobs exist and their stored sizes, on one line. The
+/// storage is not locked (swtpm 0.10 does not either): it may be in use.
+fn print_states(store: &mut Store) -> Result<(), DaemonError> {
     let mut entries = Vec::new();
     for kind in StateKind::ALL {
         if let Some(size) = store.stored_size(kind)? {

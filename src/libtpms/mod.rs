@@ -226,8 +226,14 @@ impl Tpm {
     }
 
     /// Hands libtpms a state blob to use at the next [`Tpm::main_init`]; `None` hides
-    /// whatever the host has stored for that kind.
-    pub fn set_state(&mut self, kind: StateKind, blob: Option<&[u8]>) -> Result<(), TpmRc> {
+    /// whatever the host has stored for that kind. libtpms checks a volatile blob
+    /// against the permanent state, which it may load through `host`.
+    pub fn set_state(
+        &mut self,
+        host: &mut dyn Host,
+        kind: StateKind,
+        blob: Option<&[u8]>,
+    ) -> Result<(), TpmRc> {
         let (ptr, len) = match blob {
             Some(data) => (
                 data.as_ptr(),
@@ -236,7 +242,9 @@ impl Tpm {
             None => (ptr::null(), 0),
         };
         // SAFETY: `ptr` is valid for `len` bytes (or null with 0); libtpms copies it.
-        rc_to_result(unsafe { ffi::TPMLIB_SetState(kind.lib_type(), ptr, len) })
+        rc_to_result(with_host(host, || unsafe {
+            ffi::TPMLIB_SetState(kind.lib_type(), ptr, len)
+        }))
     }
 
     /// Sets libtpms' I/O buffer size (0 only queries) and reports the sizes in effect.

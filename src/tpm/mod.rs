@@ -49,6 +49,8 @@ pub const TPM2_RC_INSUFFICIENT: u32 = 0x09A;
 pub const TPM2_RC_INITIALIZE: u32 = 0x100;
 pub const TPM2_RC_FAILURE: u32 = 0x101;
 pub const TPM2_RC_LOCALITY: u32 = 0x107;
+/// "The command may require writing of NV and NV is not currently accessible."
+pub const TPM2_RC_NV_UNAVAILABLE: u32 = 0x923;
 pub const TPM_BAD_PARAM_SIZE: u32 = 0x19;
 pub const TPM_BAD_LOCALITY: u32 = 0x3D;
 
