@@ -568,12 +568,13 @@ fn print_states(store: &mut Store) -> Result<(), DaemonError> {
             ));
         }
     }
+    // swtpm's exact spacing: `[]` when empty, else `[ {...}, {...} ]`.
+    let list = match entries.is_empty() {
+        true => "[]".to_owned(),
+        false => format!("[{} ]", entries.join(",")),
+    };
     let mut out = io::stdout().lock();
-    let _ = write!(
-        out,
-        "{{ \"type\": \"swtpm\", \"states\": [{} ] }}",
-        entries.join(",")
-    );
+    let _ = write!(out, "{{ \"type\": \"swtpm\", \"states\": {list} }}");
     let _ = out.flush();
     Ok(())
 }
