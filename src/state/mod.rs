@@ -9,6 +9,7 @@
 pub mod blob;
 pub mod crypto;
 pub mod dir;
+pub mod durability;
 pub mod file;
 pub mod key;
 pub mod linear;
