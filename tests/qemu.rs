@@ -544,3 +544,83 @@ fn save_to_file_and_restore_into_fresh_backend() {
     assert_tpm_contents(&mut *dst.qemu.tpm(), &contents);
     dst.quit();
 }
+
+/// Live migration between two QEMUs whose backends share one state location, as
+/// libvirt runs them on shared storage: the source with `--migration
+/// release-lock-outgoing`, the destination with `release-lock-outgoing,incoming`. The
+/// storage lock passes from the source to the destination, and the source's exit does
+/// not touch the state the destination now owns.
+fn migrate_on_shared_storage(linear_file: bool) {
+    let dir = common::short_tempdir();
+    let state = dir.path().join("state");
+    let file_option = format!("backend-uri=file://{}/tpm.img,lock", state.display());
+    let storage_args: &[&str] = match linear_file {
+        true => &["--tpmstate", &file_option],
+        false => &[],
+    };
+    let src_args = [storage_args, &["--migration", "release-lock-outgoing"]].concat();
+    let dst_args = [
+        storage_args,
+        &["--migration", "release-lock-outgoing,incoming"],
+    ]
+    .concat();
+    let mut src = Vm::start_with_args(
+        &Backend::vtpm(),
+        &src_args,
+        &state,
+        &dir.path().join("src"),
+        TpmDevice::Tis,
+        |o| o,
+    );
+    let contents = fill_tpm(&mut *src.qemu.tpm());
+
+    let socket = dir.path().join("mig.sock");
+    let uri = format!("unix:{}", socket.display());
+    let mut dst = Vm::start_with_args(
+        &Backend::vtpm(),
+        &dst_args,
+        &state,
+        &dir.path().join("dst"),
+        TpmDevice::Tis,
+        |o| o.incoming(&uri),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    poll_until(deadline, "the destination's migration socket", || {
+        socket.exists().then_some(())
+    });
+    if let Err(err) = src.qemu.migrate_to(&uri) {
+        panic!(
+            "migration on shared storage failed: {err}\n{}\n{}\n{}",
+            src.backend.diagnostics(),
+            dst.qemu.diagnostics(),
+            dst.backend.diagnostics()
+        );
+    }
+    assert_eq!(dst.qemu.wait_incoming_done(), "prelaunch");
+    assert_tpm_contents(&mut *dst.qemu.tpm(), &contents);
+    let stored: Vec<_> = fs::read_dir(&state).unwrap().collect();
+    assert!(!stored.is_empty(), "the state is in {}", state.display());
+    let stored: Vec<_> = fs::read_dir(&state)
+        .unwrap()
+        .map(|entry| fs::read(entry.unwrap().path()).unwrap())
+        .collect();
+    src.quit();
+    let after: Vec<_> = fs::read_dir(&state)
+        .unwrap()
+        .map(|entry| fs::read(entry.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(stored, after, "the source's exit left the state alone");
+    // The destination keeps working on the shared state.
+    extend_and_check(&mut *dst.qemu.tpm(), TEST_PCR, b"after migration");
+    dst.quit();
+}
+
+#[test]
+fn live_migration_on_a_shared_state_directory() {
+    migrate_on_shared_storage(false);
+}
+
+#[test]
+fn live_migration_on_a_shared_linear_state_file() {
+    migrate_on_shared_storage(true);
+}
