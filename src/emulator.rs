@@ -129,8 +129,9 @@ struct Restart {
 struct HostEvents {
     /// A store or delete failed.
     write_failed: bool,
-    /// Loading a blob failed in the host (and was reported there).
+    /// Loading a blob failed in the host (and was reported there, once per blob).
     load_failed: bool,
+    refused: Vec<String>,
     /// Where the blobs libtpms loaded came from, each once (libtpms loads the
     /// permanent state twice at start).
     loaded: Vec<String>,
@@ -231,10 +232,13 @@ impl StateHost<'_> {
                 Ok(Some(state))
             }
             Err(err) => {
-                log_error!(
-                    "TPM state {what} cannot be used: {}; it was left unchanged: restore it from a backup, or move it away to start a new TPM",
-                    error_chain(&err)
-                );
+                if !self.events.refused.contains(&what) {
+                    log_error!(
+                        "TPM state {what} cannot be used: {}; it was left unchanged: restore it from a backup, or move it away to start a new TPM",
+                        error_chain(&err)
+                    );
+                    self.events.refused.push(what);
+                }
                 Err(err.result_code())
             }
         }

@@ -349,7 +349,8 @@ fn bad_state_files_are_named_and_left_alone() {
         if tpm2 {
             argv.push("--tpm2");
         }
-        let server = format!("type=tcp,port={}", free_port());
+        let port = free_port();
+        let server = format!("type=tcp,port={port}");
         argv.extend(["--server", &server]);
         let mut process = Process::start(&vtpm_swtpm(), &argv, run.path());
         let deadline = Instant::now() + TIMEOUT;
@@ -361,6 +362,13 @@ fn bad_state_files_are_named_and_left_alone() {
         common::poll_until(deadline, "the first permanent state", || {
             permall.exists().then_some(())
         });
+        // A response on the data channel means the daemon serves, and so handles
+        // SIGTERM (the state file appears before its signal handler is installed).
+        process.wait_tcp_port(port);
+        let mut tpm = DataClient::tcp(port);
+        tpm.send_raw(&tpm2::get_random(8));
+        tpm.read_response();
+        drop(tpm);
         process.signal(nix::sys::signal::Signal::SIGTERM);
         assert!(process.wait_exit(TIMEOUT).success());
     }
@@ -398,6 +406,12 @@ fn bad_state_files_are_named_and_left_alone() {
         assert!(
             finished.stderr.contains(&file.display().to_string()),
             "{what}: the message names the file:\n{}",
+            finished.stderr
+        );
+        assert_eq!(
+            finished.stderr.matches(&file.display().to_string()).count(),
+            1,
+            "{what}: said once, although libtpms loads the file twice:\n{}",
             finished.stderr
         );
         assert!(
@@ -457,4 +471,44 @@ fn bad_state_blobs_are_refused_and_state_untouched() {
     let mut tpm = daemon.data();
     tpm.startup(StartupType::Clear).unwrap();
     assert_eq!(nv_value(&mut tpm), 7, "the TPM still holds its state");
+}
+
+/// The linear backend on a full filesystem: a change that needs the container to grow
+/// fails before anything in it is moved, the container stays as it was, and the same
+/// change works once there is space. Changes that fit their section need no space.
+#[test]
+fn full_filesystem_leaves_a_linear_container_intact() {
+    let Some(fs) = SmallFs::mount("256k") else {
+        return;
+    };
+    let file = fs.path.join("tpm.img");
+    let tpmstate = format!("backend-uri=file://{}", file.display());
+    let daemon = Daemon::start(&fs.path, &["--tpmstate", &tpmstate]);
+    assert_eq!(daemon.ctrl().request(INIT, &be(&[0])).rc, 0);
+    let mut tpm = daemon.data();
+    tpm.startup(StartupType::Clear).unwrap();
+    tpm.nv_define_space(NV_INDEX, 8, tpm2::NV_OWNER_RW_NO_DA)
+        .unwrap();
+    tpm.nv_write(NV_INDEX, 0, &1u64.to_be_bytes()).unwrap();
+    assert_eq!(daemon.ctrl().request(STORE_VOLATILE, &[]).rc, 0);
+
+    let filler = fs.fill();
+    tpm.nv_write(NV_INDEX, 0, &2u64.to_be_bytes())
+        .expect("an in-place change needs no new blocks");
+    let stored = std::fs::read(&file).unwrap();
+    const LARGE_INDEX: u32 = NV_INDEX + 1;
+    let refused = tpm.nv_define_space(LARGE_INDEX, 1600, tpm2::NV_OWNER_RW_NO_DA);
+    assert!(
+        refused.is_err(),
+        "growing the container on a full filesystem"
+    );
+    assert!(std::fs::read(&file).unwrap() == stored, "container intact");
+    assert!(daemon.log().contains("No space left"), "{}", daemon.log());
+    assert_eq!(nv_value(&mut tpm), 2, "the TPM goes on");
+
+    std::fs::remove_file(filler).unwrap();
+    tpm.nv_define_space(LARGE_INDEX, 1600, tpm2::NV_OWNER_RW_NO_DA)
+        .expect("once space returns");
+    tpm.nv_write(NV_INDEX, 0, &3u64.to_be_bytes()).unwrap();
+    assert_eq!(nv_value(&mut tpm), 3);
 }

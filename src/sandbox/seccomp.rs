@@ -56,6 +56,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_fdatasync,
     libc::SYS_sync_file_range,
     libc::SYS_fstatfs,
+    libc::SYS_fallocate,
     libc::SYS_renameat,
     libc::SYS_renameat2,
     libc::SYS_unlinkat,

@@ -17,7 +17,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, fallocate};
 
 use super::StoreError;
 use super::linear::{self, HEADER_LEN, Header, Medium, Plan};
@@ -203,6 +206,9 @@ impl LinearStore {
         let container = self.open.as_ref().expect("a plan needs the open container");
         let file = &container.file;
         let write_error = |source| self.write_error(source);
+        if let Some(new_len) = plan.new_len {
+            self.reserve(container, new_len)?;
+        }
         if let Some(moved) = &plan.moved {
             let mut sections = vec![0u8; (moved.from.end - moved.from.start) as usize];
             self.read_exact_at(container, &mut sections, moved.from.start)?;
@@ -216,6 +222,30 @@ impl LinearStore {
             file.set_len(len).map_err(write_error)?;
         }
         file.sync_data().map_err(write_error)
+    }
+
+    /// Allocates the blocks of a growing container before anything is moved or written,
+    /// so that a full filesystem fails the change while the container is still intact
+    /// (a sparse extension would fail half-way through the writes instead).
+    fn reserve(&self, container: &Container, new_len: u64) -> Result<(), StoreError> {
+        let len = self.len(container)?;
+        if new_len <= len {
+            return Ok(());
+        }
+        let grow = |len: u64| i64::try_from(len).map_err(|_| Errno::EFBIG);
+        let reserved = grow(len).and_then(|start| {
+            fallocate(
+                &container.file,
+                FallocateFlags::empty(),
+                start,
+                grow(new_len - len)?,
+            )
+        });
+        match reserved {
+            // Filesystems without fallocate get a plain (possibly sparse) extension.
+            Ok(()) | Err(Errno::EOPNOTSUPP) => Ok(()),
+            Err(errno) => Err(self.write_error(errno.into())),
+        }
     }
 
     /// Size of the stored blob of `kind` (its data length), `None` if absent.
@@ -307,10 +337,6 @@ impl LinearStore {
             path: self.path.clone(),
             source,
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

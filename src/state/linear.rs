@@ -200,8 +200,6 @@ pub struct Plan {
     pub data_at: Option<u64>,
     /// The container's new length, when it changes.
     pub new_len: Option<u64>,
-    /// The lowest and highest byte the plan writes: what must be flushed.
-    pub touched: Range<u64>,
 }
 
 /// Stores `data_len` bytes in slot `n` of a container of `container_len` bytes.
@@ -217,13 +215,11 @@ pub fn plan_store(
     let current = header.slots[n];
     if current.is_present() && len32 <= current.section_len {
         header.slots[n].data_len = len32;
-        let data = current.offset as u64..current.offset as u64 + data_len as u64;
         return Ok(Plan {
             header,
             moved: None,
-            data_at: Some(data.start),
+            data_at: Some(u64::from(current.offset)),
             new_len: None,
-            touched: 0..data.end.max(HEADER_LEN as u64),
         });
     }
     let section_len = len32
@@ -258,7 +254,6 @@ pub fn plan_store(
         moved,
         data_at: Some(offset),
         new_len: new_len.filter(|len| *len != container_len),
-        touched: 0..end,
     })
 }
 
@@ -270,9 +265,6 @@ pub fn plan_delete(header: &Header, n: usize, container_len: u64, medium: Medium
     }
     let mut header = header.clone();
     let moved = header.remove(n);
-    let touched_end = moved
-        .as_ref()
-        .map_or(HEADER_LEN as u64, |m| m.to + (m.from.end - m.from.start));
     let new_len = match medium {
         // swtpm shrinks by the freed section; never below what is still in use.
         Medium::File => Some(
@@ -287,7 +279,6 @@ pub fn plan_delete(header: &Header, n: usize, container_len: u64, medium: Medium
         moved,
         data_at: None,
         new_len: new_len.filter(|len| *len != container_len),
-        touched: 0..touched_end.max(HEADER_LEN as u64),
     })
 }
 
@@ -483,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn plans_touch_only_what_they_flush() {
+    fn relocation_moves_the_sections_after_the_old_one() {
         let mut image = new_container();
         store(&mut image, PERMALL, &[1; 100]);
         store(&mut image, VOLATILE, &[2; 100]);
@@ -491,6 +482,6 @@ mod tests {
         let plan = plan_store(&header, PERMALL, 300, image.len() as u64, Medium::File).unwrap();
         let moved = plan.moved.clone().unwrap();
         assert_eq!((moved.from, moved.to), (320..448, 192));
-        assert_eq!(plan.touched, 0..320 + 512);
+        assert_eq!((plan.data_at, plan.new_len), (Some(320), Some(320 + 512)));
     }
 }
