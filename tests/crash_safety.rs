@@ -88,14 +88,31 @@ impl Lcg {
 /// hold the last acknowledged value or the one in flight, never less.
 #[test]
 fn kill_9_during_nv_write_storm_loses_nothing_acknowledged() {
-    const TRIALS: usize = 200;
+    kill_9_storm(200, |_| Vec::new());
+}
+
+/// The same for the linear backend, whose changes go through a redo record.
+#[test]
+fn kill_9_during_nv_write_storm_on_a_linear_file_loses_nothing_acknowledged() {
+    kill_9_storm(60, |state| {
+        let file = state.join("tpm.img");
+        vec![
+            "--tpmstate".to_string(),
+            format!("backend-uri=file://{}", file.display()),
+        ]
+    });
+}
+
+fn kill_9_storm(trials: usize, storage_args: impl Fn(&Path) -> Vec<String>) {
     let dir = common::short_tempdir();
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
+    let extra = storage_args(&state);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut rng = Lcg(0x5eed);
     let mut acknowledged = 0u64;
-    for trial in 0..TRIALS {
-        let mut daemon = Daemon::start(&state, &[]);
+    for trial in 0..trials {
+        let mut daemon = Daemon::start(&state, &extra);
         let reply = daemon.ctrl().request(INIT, &be(&[0]));
         assert_eq!(
             reply.rc,

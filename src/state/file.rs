@@ -7,12 +7,12 @@
 //! header is read afresh for every operation, so that a daemon that takes over the lock
 //! from another one on shared storage sees that one's last writes.
 //!
-//! Durability: every change is written with `pwrite` and then the file is flushed with
-//! one `fdatasync` before the call returns. swtpm maps the file and `msync`s page-rounded
-//! ranges; `fdatasync` covers every range a change touched (moved sections, the blob,
-//! the header, and a new file size) in one flush, without an `unsafe` mapping. Like
-//! swtpm's, a change rewrites the container in place: unlike the directory backend it is
-//! not atomic against a power failure in the middle of a write.
+//! Durability: every change is durable before the call returns, and atomic: it goes to
+//! a redo record first ([`super::journal`]), then in place. Writes are `pwrite`s and
+//! each flush is one `fdatasync`, which covers every range a change touched (moved
+//! sections, the blob, the header, a new file size) at once: swtpm maps the file and
+//! `msync`s page-rounded ranges (missing parts of ranges that cross a page boundary);
+//! this needs no `unsafe` mapping either.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -23,11 +23,14 @@ use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, fallocate};
 
 use super::StoreError;
+use super::journal;
 use super::linear::{self, HEADER_LEN, Header, Medium, Plan};
 use super::lock::{self, LockError};
 use crate::libtpms::StateKind;
 use crate::log_error;
 
+/// The end of a redo record: where it is found from the container's end.
+const TRAILER_LEN: usize = journal::TRAILER_LEN;
 /// Mode of a new container file when `--tpmstate` gives none (the umask still applies).
 const DEFAULT_MODE: u32 = 0o640;
 
@@ -101,6 +104,7 @@ impl LinearStore {
             });
         };
         let container = Container { file, medium };
+        self.finish_interrupted_change(&container)?;
         let len = self.len(&container)?;
         let mut bytes = vec![0u8; HEADER_LEN];
         let have = len.min(HEADER_LEN as u64) as usize;
@@ -188,7 +192,7 @@ impl LinearStore {
         let container = self.open.as_ref().expect("opened by header()");
         let plan = linear::plan_store(&header, slot_of(kind), data.len(), len, container.medium)
             .map_err(|source| self.container_error(source))?;
-        self.carry_out(&plan, data)
+        self.carry_out(&plan, data, header.sections_end())
     }
 
     /// Removes the stored bytes of `kind`; `Ok(false)` if there were none.
@@ -196,32 +200,130 @@ impl LinearStore {
         let (header, len) = self.header()?;
         let container = self.open.as_ref().expect("opened by header()");
         match linear::plan_delete(&header, slot_of(kind), len, container.medium) {
-            Some(plan) => self.carry_out(&plan, &[]).map(|()| true),
+            Some(plan) => self
+                .carry_out(&plan, &[], header.sections_end())
+                .map(|()| true),
             None => Ok(false),
         }
     }
 
-    /// Moves, writes the blob and the header, resizes, then flushes everything at once.
-    fn carry_out(&self, plan: &Plan, data: &[u8]) -> Result<(), StoreError> {
+    /// Carries out a plan atomically (see [`super::journal`]): the bytes it writes are
+    /// recorded after the container's end and flushed, then written in place and
+    /// flushed, then the record is cut off. Two flushes: an in-place format cannot be
+    /// crash-safe with fewer. `old_end` is where the sections end before the change.
+    fn carry_out(&self, plan: &Plan, data: &[u8], old_end: u64) -> Result<(), StoreError> {
         let container = self.open.as_ref().expect("a plan needs the open container");
-        let file = &container.file;
-        let write_error = |source| self.write_error(source);
-        if let Some(new_len) = plan.new_len {
-            self.reserve(container, new_len)?;
-        }
+        let len = self.len(container)?;
+        let mut writes = Vec::with_capacity(3);
         if let Some(moved) = &plan.moved {
             let mut sections = vec![0u8; (moved.from.end - moved.from.start) as usize];
             self.read_exact_at(container, &mut sections, moved.from.start)?;
-            self.write_all_at(container, &sections, moved.to)?;
+            writes.push(journal::Write {
+                at: moved.to,
+                bytes: sections,
+            });
         }
         if let Some(at) = plan.data_at {
-            self.write_all_at(container, data, at)?;
+            writes.push(journal::Write {
+                at,
+                bytes: data.to_vec(),
+            });
         }
-        self.write_all_at(container, &plan.header.encode(), 0)?;
-        if let Some(len) = plan.new_len {
-            file.set_len(len).map_err(write_error)?;
+        writes.push(journal::Write {
+            at: 0,
+            bytes: plan.header.encode().to_vec(),
+        });
+        let change = journal::Change {
+            writes,
+            final_len: plan.new_len.unwrap_or(len),
+        };
+        let record = change.encode();
+        let record_len = record.len() as u64;
+        let record_at = match container.medium {
+            Medium::File => len.max(change.final_len).max(change.end()),
+            // At the device's end, if that lies after the old and the new sections.
+            Medium::Device(size) => size
+                .checked_sub(record_len)
+                .filter(|at| *at >= old_end.max(change.end()))
+                .ok_or_else(|| {
+                    self.container_error(linear::LinearError::NoRoom {
+                        needed: old_end.max(change.end()) + record_len,
+                        available: size,
+                    })
+                })?,
+        };
+        if container.medium == Medium::File {
+            // A full filesystem fails here, before anything in the container changed.
+            self.reserve(container, record_at + record_len)?;
         }
-        file.sync_data().map_err(write_error)
+        self.write_all_at(container, &record, record_at)?;
+        self.flush(container)?;
+        self.apply(container, &change)?;
+        self.flush(container)?;
+        self.retire_record(container, &change)
+    }
+
+    /// Writes a recorded change in place.
+    fn apply(&self, container: &Container, change: &journal::Change) -> Result<(), StoreError> {
+        for write in &change.writes {
+            self.write_all_at(container, &write.bytes, write.at)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the record off once its change is durable in place. Not flushed: a record
+    /// that comes back after a crash is the last change's, and writing it again changes
+    /// nothing; the next change writes its own record over it before anything else.
+    fn retire_record(
+        &self,
+        container: &Container,
+        change: &journal::Change,
+    ) -> Result<(), StoreError> {
+        match container.medium {
+            Medium::File => container
+                .file
+                .set_len(change.final_len)
+                .map_err(|source| self.write_error(source)),
+            Medium::Device(size) => {
+                let zeros = [0u8; TRAILER_LEN];
+                self.write_all_at(container, &zeros, size - TRAILER_LEN as u64)
+            }
+        }
+    }
+
+    /// Completes a change that a crash interrupted after its record was flushed.
+    fn finish_interrupted_change(&self, container: &Container) -> Result<(), StoreError> {
+        let len = self.len(container)?;
+        let mut trailer = [0u8; TRAILER_LEN];
+        let Some(trailer_at) = len.checked_sub(TRAILER_LEN as u64) else {
+            return Ok(());
+        };
+        self.read_exact_at(container, &mut trailer, trailer_at)?;
+        let Some(record_len) = journal::record_len(&trailer).filter(|n| *n <= len) else {
+            return Ok(());
+        };
+        let record_at = len - record_len;
+        let mut record = vec![0u8; record_len as usize];
+        self.read_exact_at(container, &mut record, record_at)?;
+        let Some(change) = journal::decode(&record, record_at) else {
+            return Ok(());
+        };
+        self.apply(container, &change)?;
+        self.flush(container)?;
+        self.retire_record(container, &change)?;
+        self.flush(container)?;
+        log_error!(
+            "{}: completed a change that was interrupted (the process or machine stopped while it was written)",
+            self.uri()
+        );
+        Ok(())
+    }
+
+    fn flush(&self, container: &Container) -> Result<(), StoreError> {
+        container
+            .file
+            .sync_data()
+            .map_err(|source| self.write_error(source))
     }
 
     /// Allocates the blocks of a growing container before anything is moved or written,
@@ -371,6 +473,83 @@ mod tests {
         assert_eq!(
             reopened.load(StateKind::Permanent).unwrap().unwrap(),
             vec![7; 1370]
+        );
+    }
+
+    /// A crash after the record was flushed, in the middle of moving sections: the
+    /// next open finishes the change.
+    #[test]
+    fn an_interrupted_change_is_finished_at_the_next_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let mut store = LinearStore::new(path.clone(), None, false);
+        store.save(StateKind::Permanent, &[1; 100]).unwrap();
+        store.save(StateKind::Volatile, &[2; 100]).unwrap();
+        let (header, len) = store.header().unwrap();
+        let plan = linear::plan_store(&header, 0, 300, len, Medium::File).unwrap();
+        let moved = plan.moved.clone().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let from = moved.from.start as usize..moved.from.end as usize;
+        let change = journal::Change {
+            writes: vec![
+                journal::Write {
+                    at: moved.to,
+                    bytes: bytes[from].to_vec(),
+                },
+                journal::Write {
+                    at: plan.data_at.unwrap(),
+                    bytes: vec![3; 300],
+                },
+                journal::Write {
+                    at: 0,
+                    bytes: plan.header.encode().to_vec(),
+                },
+            ],
+            final_len: plan.new_len.unwrap(),
+        };
+        // Half of the move made it to disk, then the machine stopped.
+        let to = moved.to as usize;
+        bytes[to..to + 50].fill(0xee);
+        let record_at = (len.max(change.final_len).max(change.end())) as usize;
+        bytes.resize(record_at, 0);
+        bytes.extend_from_slice(&change.encode());
+        std::fs::write(&path, &bytes).unwrap();
+
+        let mut reopened = LinearStore::new(path.clone(), None, false);
+        assert_eq!(
+            reopened.load(StateKind::Permanent).unwrap().unwrap(),
+            vec![3; 300]
+        );
+        assert_eq!(
+            reopened.load(StateKind::Volatile).unwrap().unwrap(),
+            vec![2; 100]
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), change.final_len);
+    }
+
+    #[test]
+    fn a_record_that_was_not_flushed_completely_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let mut store = LinearStore::new(path.clone(), None, false);
+        store.save(StateKind::Permanent, &[1; 100]).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let before = bytes.len();
+        let mut record = journal::Change {
+            writes: vec![journal::Write {
+                at: 192,
+                bytes: vec![9; 100],
+            }],
+            final_len: before as u64,
+        }
+        .encode();
+        record[20] ^= 0xff;
+        bytes.extend_from_slice(&record);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reopened = LinearStore::new(path, None, false);
+        assert_eq!(
+            reopened.load(StateKind::Permanent).unwrap().unwrap(),
+            vec![1; 100]
         );
     }
 

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod dir;
 pub mod durability;
 pub mod file;
+pub mod journal;
 pub mod key;
 pub mod linear;
 pub mod lock;

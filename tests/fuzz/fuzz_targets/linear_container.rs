@@ -1,10 +1,11 @@
 //! The linear file backend's container: any bytes as a header, then a sequence of
 //! stores and deletes chosen by the input, carried out on an in-memory container. The
 //! planner must never panic, and every plan must stay inside the container and keep
-//! every other blob's bytes intact.
+//! every other blob's bytes intact. The same input is also read as a redo record.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use vtpm::state::journal;
 use vtpm::state::linear::{HEADER_LEN, Header, Medium, Plan, SLOT_COUNT, plan_delete, plan_store};
 
 fn apply(image: &mut Vec<u8>, plan: &Plan, data: &[u8]) {
@@ -29,6 +30,14 @@ fn blob(image: &[u8], header: &Header, n: usize) -> Option<Vec<u8>> {
 }
 
 fuzz_target!(|input: &[u8]| {
+    if let Some(len) = journal::record_len(input) {
+        if let Some(at) = input.len().checked_sub(len as usize) {
+            if let Some(change) = journal::decode(&input[at..], at as u64) {
+                assert!(change.end() <= at as u64, "writes stay before the record");
+                assert_eq!(journal::decode(&change.encode(), u64::MAX), Some(change));
+            }
+        }
+    }
     let (head, ops) = input.split_at(input.len().min(HEADER_LEN));
     let mut image = head.to_vec();
     image.resize(HEADER_LEN + 64, 0);
