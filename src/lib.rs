@@ -10,5 +10,6 @@ pub mod io;
 pub mod libtpms;
 pub mod localca;
 pub mod log;
+pub mod setup;
 pub mod state;
 pub mod tpm;

@@ -26,14 +26,14 @@ pub const ROOT_PASSWORD_ENV: &str = "SWTPM_ROOTCA_PASSWORD";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("user {user} cannot {need} {}: {source}{}", path.display(), hint(source, path))]
+    #[error("user {user} cannot {need} {}: {cause}{}", path.display(), hint(cause, path))]
     Access {
         need: &'static str,
         path: PathBuf,
         user: String,
-        source: io::Error,
+        cause: io::Error,
     },
-    #[error("the CA's signing key {}: {source}", path.display())]
+    #[error("the CA's signing key {}", path.display())]
     Key { path: PathBuf, source: KeyError },
     #[error("the CA's issuer certificate {}: {reason}", path.display())]
     IssuerCert { path: PathBuf, reason: String },
@@ -43,13 +43,13 @@ pub enum CaError {
     Profile(#[from] ProfileError),
 }
 
-fn hint(source: &io::Error, path: &Path) -> String {
-    if source.kind() != io::ErrorKind::PermissionDenied {
+fn hint(cause: &io::Error, path: &Path) -> String {
+    if cause.kind() != io::ErrorKind::PermissionDenied {
         return String::new();
     }
     let dir = path.parent().unwrap_or(path);
     format!(
-        " (give this user read and write access to {} and the files in it, e.g. with chown or chmod)",
+        "; give this user read and write access to {} and the files in it (chown or chmod)",
         dir.display()
     )
 }
@@ -64,11 +64,11 @@ pub fn current_user() -> String {
 }
 
 fn access<'a>(need: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CaError + 'a {
-    move |source| CaError::Access {
+    move |cause| CaError::Access {
         need,
         path: path.to_path_buf(),
         user: current_user(),
-        source,
+        cause,
     }
 }
 
