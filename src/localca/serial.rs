@@ -24,14 +24,16 @@ pub fn next_serial(last: Option<&str>, fresh: impl FnOnce() -> String) -> String
     next
 }
 
-/// A random 20-digit decimal start value (no leading zero), as swtpm_localca ≥ 0.8 uses
-/// so that serials from CAs created at different times hardly ever collide.
-pub fn random_start(random: [u8; 20]) -> String {
+/// A random 19-digit decimal start value below 9·10^18, so that serials from CAs
+/// created at different times hardly ever collide (swtpm_localca ≥ 0.8 starts at a
+/// random number too) while staying below 2^63: swtpm_cert 0.7.1 refuses serials of
+/// 2^64 and more, and a CA directory may be shared with it.
+pub fn random_start(random: [u8; 19]) -> String {
     random
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let digit = if i == 0 { 1 + b % 9 } else { b % 10 };
+            let digit = if i == 0 { 1 + b % 8 } else { b % 10 };
             char::from(b'0' + digit)
         })
         .collect()
@@ -124,11 +126,13 @@ mod tests {
     }
 
     #[test]
-    fn random_starts_have_twenty_digits() {
-        let start = random_start([0; 20]);
-        assert_eq!(start, "10000000000000000000");
-        let start = random_start([255; 20]);
-        assert_eq!(start.len(), 20);
-        assert!(!start.starts_with('0'));
+    fn random_starts_stay_below_two_to_the_63() {
+        assert_eq!(random_start([0; 19]), "1000000000000000000");
+        let largest = random_start([0xFF; 19]);
+        assert_eq!(largest.len(), 19);
+        assert!(!largest.starts_with('0'));
+        let largest = random_start([7, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
+        assert_eq!(largest, "8999999999999999999");
+        assert!(decimal_to_bytes(&largest) < decimal_to_bytes("9223372036854775808"));
     }
 }

@@ -325,7 +325,7 @@ impl LocalCa {
             Err(err) => return Err(access("read the serial number file", path)(err)),
         };
         let next = serial::next_serial(last.as_deref(), || {
-            let mut random = [0u8; 20];
+            let mut random = [0u8; 19];
             fill_random(&mut random);
             serial::random_start(random)
         });
