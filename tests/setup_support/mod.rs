@@ -313,7 +313,7 @@ pub fn pem_file_der(path: &Path) -> Vec<u8> {
     let start = text
         .find("-----BEGIN")
         .unwrap_or_else(|| panic!("no PEM in {}", path.display()));
-    pem_rfc7468::decode_vec(text[start..].as_bytes()).unwrap().1
+    pem_rfc7468::decode_vec(&text.as_bytes()[start..]).unwrap().1
 }
 
 /// The serial number of a DER certificate as bytes.
