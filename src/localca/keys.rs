@@ -86,8 +86,13 @@ impl CaKey {
                 let der = self.0.to_pkcs8_der().map_err(encode_err)?;
                 let info = rsa::pkcs8::PrivateKeyInfoRef::try_from(der.as_bytes())
                     .map_err(|err| KeyError::Encode(err.to_string()))?;
+                // PBKDF2-SHA256 and AES-256-CBC: what GnuTLS (swtpm_cert) and OpenSSL
+                // read; the crate's default, scrypt, GnuTLS 3.7 cannot.
+                let params =
+                    rsa::pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2(&mut getrandom::SysRng)
+                        .map_err(|err| KeyError::Encode(err.to_string()))?;
                 let encrypted = info
-                    .encrypt_with_rng(&mut getrandom::SysRng, password)
+                    .encrypt_with_params(params, password)
                     .map_err(encode_err)?;
                 encrypted
                     .to_pem("ENCRYPTED PRIVATE KEY", rsa::pkcs8::LineEnding::LF)

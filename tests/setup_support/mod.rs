@@ -27,6 +27,7 @@ pub struct SetupConfig {
 impl SetupConfig {
     /// `tool` is the create_certs_tool line's value.
     pub fn write(dir: &Path, tool: &str) -> SetupConfig {
+        std::fs::create_dir_all(dir).unwrap();
         let ca_dir = dir.join("localca");
         let localca_conf = dir.join("swtpm-localca.conf");
         std::fs::write(
@@ -313,7 +314,9 @@ pub fn pem_file_der(path: &Path) -> Vec<u8> {
     let start = text
         .find("-----BEGIN")
         .unwrap_or_else(|| panic!("no PEM in {}", path.display()));
-    pem_rfc7468::decode_vec(&text.as_bytes()[start..]).unwrap().1
+    pem_rfc7468::decode_vec(&text.as_bytes()[start..])
+        .unwrap()
+        .1
 }
 
 /// The serial number of a DER certificate as bytes.
