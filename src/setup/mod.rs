@@ -58,6 +58,8 @@ pub enum SetupError {
     StateExists(String),
     #[error("there is no TPM state in {0} to reconfigure")]
     NoState(String),
+    #[error("manufacturing failed and the partly made TPM state was removed")]
+    Failed(#[source] Box<SetupError>),
     #[error("cannot switch to user '{user}': {reason}")]
     RunAs { user: String, reason: String },
 }
@@ -222,7 +224,12 @@ fn validate(options: &Options) -> Result<(), SetupError> {
             (options.pcr_banks.is_some(), "--pcr-banks"),
         ]);
         if !tpm2_only.is_empty() {
-            return Err(invalid(format!("{} need --tpm2", tpm2_only.join(", "))));
+            let verb = if tpm2_only.len() == 1 {
+                "needs"
+            } else {
+                "need"
+            };
+            return Err(invalid(format!("{} {verb} --tpm2", tpm2_only.join(", "))));
         }
     }
     if options.reconfigure {
@@ -552,16 +559,13 @@ fn run(options: &Options, log: &mut SetupLog) -> Result<(), SetupError> {
             log.info(&format!("Ending vTPM manufacturing @ {}", now_text()));
             Ok(())
         }
+        // A failed reconfiguration leaves the VM's existing TPM (and its keys) alone.
+        Err(err) if options.reconfigure => Err(err),
         Err(err) => {
-            // A failed reconfiguration leaves the VM's existing TPM (and its keys) alone.
-            if !options.reconfigure
-                && let Err(remove) = location.delete()
-            {
+            if let Err(remove) = location.delete() {
                 log.error(&format!("swtpm_setup: {}", chain(&remove)));
-            } else if !options.reconfigure {
-                log.error("Manufacturing failed; the partly made TPM state was removed.");
             }
-            Err(err)
+            Err(SetupError::Failed(Box::new(err)))
         }
     }
 }
