@@ -95,7 +95,10 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("create bench dir");
     let config = write_config(&dir);
     let state = dir.join("state");
-    let contenders = [("vtpm", vtpm_setup), ("debian", PathBuf::from(DEBIAN_SETUP))];
+    let contenders = [
+        ("vtpm", vtpm_setup),
+        ("debian", PathBuf::from(DEBIAN_SETUP)),
+    ];
     // Warm-up: the first run creates the CA (not part of the comparison), then each
     // tool once to load caches.
     for (_, setup) in &contenders {

@@ -34,11 +34,6 @@ impl ConfFile {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
-
-    /// All entries, for keys with a prefix (`env:NAME=value`).
-    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
 }
 
 /// Replaces every `${NAME}` with the variable's value (empty when unset); an

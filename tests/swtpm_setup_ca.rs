@@ -475,4 +475,26 @@ fn external_certificate_tool_and_failures() {
         run.stderr
     );
     assert!(!state2.join("tpm2-00.permall").exists());
+
+    // A CA key in a PKCS#11 token: the installed swtpm_localca is asked to use it; with
+    // none installed, the message says what to do.
+    for (tool, needle) in [
+        (DEBIAN_LOCALCA, "Invoking /usr/bin/swtpm_localca"),
+        ("/nonexistent/swtpm_localca", "PKCS#11"),
+    ] {
+        let sub = dir.join(format!("pkcs11-{}", needle.len()));
+        let pkcs11 = SetupConfig::write(&sub, tool);
+        std::fs::write(
+            sub.join("swtpm-localca.conf"),
+            "statedir = /nonexistent\nsigningkey = pkcs11:token=vtpm-test\nissuercert = /nonexistent/i.pem\n",
+        )
+        .unwrap();
+        let pkcs11_s = path_str(&pkcs11.setup_conf);
+        let mut args = tpm2_ek_cert_args(&state2_s, &pkcs11_s, &state2_s);
+        args.extend(["--tpm", &tpm]);
+        let run = run_setup(&vtpm_setup(), &args, dir);
+        assert_eq!(run.status.code(), Some(1), "no token, no certificate");
+        let output = format!("{}{}", run.stdout, run.stderr);
+        assert!(output.contains(needle), "'{needle}' in {output}");
+    }
 }

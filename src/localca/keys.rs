@@ -3,7 +3,6 @@
 
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
-use rsa::traits::PublicKeyParts;
 use sha1::{Digest, Sha1};
 
 use super::profile::{self, SignatureAlgorithm};
@@ -110,10 +109,6 @@ impl CaKey {
             .to_public_key_der()
             .map(|doc| doc.into_vec())
             .map_err(|err| KeyError::Encode(err.to_string()))
-    }
-
-    pub fn modulus_bits(&self) -> usize {
-        self.0.size() * 8
     }
 
     /// PKCS#1 v1.5 signature over `message` with the algorithm's hash.

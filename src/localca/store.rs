@@ -37,7 +37,7 @@ pub enum CaError {
     Key { path: PathBuf, source: KeyError },
     #[error("the CA's issuer certificate {}: {reason}", path.display())]
     IssuerCert { path: PathBuf, reason: String },
-    #[error("the signing key '{uri}' in {} is a PKCS#11 or TPM key, which the built-in CA cannot use; name swtpm_localca's path in create_certs_tool of swtpm_setup.conf only for file keys, or set create_certs_tool to an external tool that supports such keys", config.display())]
+    #[error("the signing key '{uri}' in {} is a PKCS#11 or TPM key, which the built-in CA cannot use, and no swtpm_localca to use it is installed; use a PEM key file or install swtpm_localca", config.display())]
     UnsupportedKey { uri: String, config: PathBuf },
     #[error("the certificate cannot be made: {0}")]
     Profile(#[from] ProfileError),
@@ -100,10 +100,6 @@ impl LocalCa {
             config,
             signing_key,
         })
-    }
-
-    pub fn config(&self) -> &LocalCaConfig {
-        &self.config
     }
 
     /// Issues one certificate: takes the CA lock, creates the CA if it is missing,

@@ -352,7 +352,8 @@ impl ExternalTool {
     }
 }
 
-fn resolve_tool(tool: &Path) -> Result<PathBuf, CertError> {
+/// The tool as configured: a path, or a name looked up in PATH.
+pub fn resolve_tool(tool: &Path) -> Result<PathBuf, CertError> {
     if tool.components().count() > 1 {
         return if tool.is_file() {
             Ok(tool.to_path_buf())

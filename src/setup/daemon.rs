@@ -409,24 +409,15 @@ impl RunningTpm {
 
     /// Sends one TPM command and returns its response, which must carry rc 0.
     pub fn transmit(&mut self, command: &[u8], name: &'static str) -> Result<Vec<u8>, DaemonError> {
-        let response = self.transmit_any(command, name)?;
+        self.data
+            .write_all(command)
+            .map_err(io_err(format!("cannot send {name} to the TPM")))?;
+        let response = read_response(&mut self.data, name, "data")?;
         match response_code(&response) {
             Some(0) => Ok(response),
             Some(rc) => Err(DaemonError::Tpm { command: name, rc }),
             None => Err(DaemonError::BadResponse { command: name }),
         }
-    }
-
-    /// Sends one TPM command and returns its response whatever its rc.
-    pub fn transmit_any(
-        &mut self,
-        command: &[u8],
-        name: &'static str,
-    ) -> Result<Vec<u8>, DaemonError> {
-        self.data
-            .write_all(command)
-            .map_err(io_err(format!("cannot send {name} to the TPM")))?;
-        read_response(&mut self.data, name, "data")
     }
 
     /// CMD_GET_INFO with `flags`, as parsed JSON.

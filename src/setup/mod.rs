@@ -23,7 +23,7 @@ pub mod userconf;
 use std::path::{Path, PathBuf};
 
 use crate::conffile::ConfFile;
-use crate::localca::store::current_user;
+use crate::localca::store::{CaError, current_user};
 
 use certs::{BuiltinCa, CertError, CertificateMaker, ExternalTool};
 use daemon::{Capabilities, DaemonError, RunOptions, TpmProgram};
@@ -380,6 +380,7 @@ fn certificate_maker(
     options: &Options,
     conf: &ConfFile,
     config_path: Option<&Path>,
+    log: &mut SetupLog,
 ) -> Result<CertificateMaker, SetupError> {
     let tool_config = conf
         .get("create_certs_tool_config")
@@ -416,10 +417,31 @@ fn certificate_maker(
             ))
         })?;
     let ca_options = tool_options.or_else(|| userconf::find_config(userconf::LOCALCA_OPTIONS));
-    Ok(CertificateMaker::Builtin(Box::new(BuiltinCa::open(
-        &ca_config,
-        ca_options.as_deref(),
-    )?)))
+    match BuiltinCa::open(&ca_config, ca_options.as_deref()) {
+        Ok(ca) => Ok(CertificateMaker::Builtin(Box::new(ca))),
+        // A CA whose key sits in a PKCS#11 token or a TPM keeps working through the
+        // installed swtpm_localca, which can use such keys.
+        Err(CertError::Ca {
+            source: CaError::UnsupportedKey { uri, .. },
+            ..
+        }) if tool
+            .as_deref()
+            .is_some_and(|tool| certs::resolve_tool(tool).is_ok()) =>
+        {
+            let tool = tool.unwrap_or_default();
+            log.info(&format!(
+                "The local CA's signing key '{uri}' is not a file; {} issues the certificates.",
+                tool.display()
+            ));
+            Ok(CertificateMaker::External(ExternalTool {
+                tool,
+                config: Some(ca_config),
+                options: ca_options,
+                logfile: options.logfile.clone(),
+            }))
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// The current time as `2026-11-25 15:51:05 UTC`.
@@ -524,7 +546,12 @@ fn run(options: &Options, log: &mut SetupLog) -> Result<(), SetupError> {
     let platform_cert = options.create_platform_cert;
     let create_ek = options.createek || ek_cert || platform_cert || options.take_ownership;
     let certs = if ek_cert || platform_cert {
-        Some(certificate_maker(options, &conf, config_path.as_deref())?)
+        Some(certificate_maker(
+            options,
+            &conf,
+            config_path.as_deref(),
+            log,
+        )?)
     } else {
         None
     };
