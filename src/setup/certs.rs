@@ -153,7 +153,11 @@ pub struct ExternalTool {
 impl BuiltinCa {
     /// The CA of `config_path` with the options file `options_path` (which may be
     /// absent: then platform certificates cannot be made).
-    pub fn open(config_path: &Path, options_path: Option<&Path>) -> Result<BuiltinCa, CertError> {
+    pub fn open(
+        config_path: &Path,
+        options_path: Option<&Path>,
+        log: &mut SetupLog,
+    ) -> Result<BuiltinCa, CertError> {
         let text = fs::read_to_string(config_path).map_err(|source| CertError::Read {
             what: "configuration file",
             path: config_path.to_path_buf(),
@@ -175,6 +179,13 @@ impl BuiltinCa {
             what: "certificates",
             source,
         })?;
+        if !options.ignored.is_empty() {
+            log.info(&format!(
+                "The built-in CA ignores these options of {}: {}",
+                options_path.unwrap_or(Path::new("?")).display(),
+                options.ignored.join(" ")
+            ));
+        }
         Ok(BuiltinCa {
             ca,
             options,

@@ -29,9 +29,7 @@ impl SetupLog {
 
     pub fn info(&mut self, message: &str) {
         match &mut self.file {
-            Some(file) => {
-                let _ = writeln!(file, "{message}");
-            }
+            Some(file) => append_line(file, message),
             None => println!("{message}"),
         }
     }
@@ -39,8 +37,13 @@ impl SetupLog {
     /// Errors go to the log file and to stderr, where a person running the tool looks.
     pub fn error(&mut self, message: &str) {
         if let Some(file) = &mut self.file {
-            let _ = writeln!(file, "{message}");
+            append_line(file, message);
         }
         eprintln!("{message}");
     }
+}
+
+/// One write per line: the daemon appends to the same file, and lines must not mix.
+fn append_line(file: &mut File, message: &str) {
+    let _ = file.write_all(format!("{message}\n").as_bytes());
 }

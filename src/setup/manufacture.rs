@@ -271,7 +271,8 @@ fn ek_public_key(kind: EkKind, area: PublicArea) -> Result<PublicKey> {
                 y,
             })
         }
-        (_, other) => Err(bad(format!("a key of the wrong type ({other:?})"))),
+        (_, PublicArea::Rsa { .. }) => Err(bad("an RSA key instead of an ECC key".into())),
+        (_, PublicArea::Ecc { .. }) => Err(bad("an ECC key instead of an RSA key".into())),
     }
 }
 

@@ -417,7 +417,7 @@ fn certificate_maker(
             ))
         })?;
     let ca_options = tool_options.or_else(|| userconf::find_config(userconf::LOCALCA_OPTIONS));
-    match BuiltinCa::open(&ca_config, ca_options.as_deref()) {
+    match BuiltinCa::open(&ca_config, ca_options.as_deref(), log) {
         Ok(ca) => Ok(CertificateMaker::Builtin(Box::new(ca))),
         // A CA whose key sits in a PKCS#11 token or a TPM keeps working through the
         // installed swtpm_localca, which can use such keys.
