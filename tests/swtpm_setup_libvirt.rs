@@ -503,6 +503,37 @@ fn encrypted_state_with_debian_swtpm_as_daemon() {
         "encrypted first start",
     );
     check_encrypted(&debian_swtpm(), dir, &state);
+
+    // --keyfile with the default cipher: a 128-bit key in hex.
+    let keyfile = dir.join("key");
+    std::fs::write(&keyfile, "00112233445566778899aabbccddeeff\n").unwrap();
+    let state = dir.join("state-keyfile");
+    std::fs::create_dir(&state).unwrap();
+    let tpm = format!("{} socket", debian_swtpm().display());
+    let (state_s, keyfile_s) = (path_str(&state), path_str(&keyfile));
+    let args = [
+        "--tpm",
+        &tpm,
+        "--tpm2",
+        "--keyfile",
+        &keyfile_s,
+        "--tpm-state",
+        &state_s,
+        "--createek",
+    ];
+    ok(run_setup(&vtpm_setup(), &args, dir), "--keyfile");
+    let permall = std::fs::read(state.join("tpm2-00.permall")).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([permall[4], permall[5]]) & 0x0009,
+        0x0001,
+        "AES-128 encrypted"
+    );
+    let key = format!("file={keyfile_s}");
+    let served = ServedState::start(&debian_swtpm(), &state, true, &["--key", &key], dir);
+    assert_eq!(
+        served.handles("handles-persistent", dir),
+        [0x8101_0001, 0x8101_0016]
+    );
 }
 
 #[test]
