@@ -559,12 +559,14 @@ fn print_states(store: &DirStore) -> Result<(), DaemonError> {
             ));
         }
     }
+    // As swtpm: a blank before each entry and before `]`, but an empty list is `[]`.
+    let list = if entries.is_empty() {
+        String::new()
+    } else {
+        entries.join(",") + " "
+    };
     let mut out = io::stdout().lock();
-    let _ = write!(
-        out,
-        "{{ \"type\": \"swtpm\", \"states\": [{} ] }}",
-        entries.join(",")
-    );
+    let _ = write!(out, "{{ \"type\": \"swtpm\", \"states\": [{list}] }}");
     let _ = out.flush();
     Ok(())
 }
