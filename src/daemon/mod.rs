@@ -108,13 +108,18 @@ pub enum DaemonError {
     Sandbox(#[from] SandboxError),
 }
 
-/// Formats an error and its causes on one line, each cause once.
+/// Formats an error and its causes on one line, each cause once: a message that shows
+/// its cause already (`{source}` in its format, as in [`SocketError`]) is not followed by
+/// it again.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(source) = cause {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
+        let message = source.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
         cause = source.source();
     }
     text
@@ -710,6 +715,15 @@ mod tests {
         assert_eq!(
             error_chain(&err),
             "Could not open logfile /x/log for writing: No such file or directory (os error 2)"
+        );
+        let err = DaemonError::Ctrl(SocketError::BindUnix {
+            path: "/x/ctrl".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert_eq!(
+            error_chain(&err),
+            "could not set up the control channel: Could not open UnixIO socket /x/ctrl: \
+             No such file or directory (os error 2)"
         );
     }
 }
