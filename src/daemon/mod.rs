@@ -541,6 +541,10 @@ fn apply_vtpm_proxy_defaults(flags: &mut FlagOptions) {
 }
 
 fn open_store(state: &TpmStateOptions, version: TpmVersion) -> Result<DirStore, DaemonError> {
+    // The directory store always locks: refuse rather than ignore a request not to.
+    if state.lock == Some(false) {
+        return Err(DaemonError::NotSupported("--tpmstate lock=false".into()));
+    }
     match &state.backend {
         StateBackendSpec::Dir(dir) => Ok(DirStore::new(dir.clone(), version, state.mode)),
         StateBackendSpec::File(path) => Err(DaemonError::NotSupported(format!(
