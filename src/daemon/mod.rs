@@ -205,6 +205,8 @@ struct Daemon {
     data_terminate: bool,
     startup: Option<StartupType>,
     seccomp: seccomp::Action,
+    /// Readable once SIGTERM or SIGINT arrived (the write end is the handlers').
+    wake: (UnixStream, UnixStream),
     cleanup: Cleanup,
 }
 
@@ -298,6 +300,10 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
     if args.fd.is_some_and(|fd| (0..=2).contains(&fd)) {
         return Err(DaemonError::StandardFd.into());
     }
+    // Signals are caught from before the pid file exists: whoever waits for it (as
+    // swtpm_setup does) may send SIGTERM at once, and the daemon must still clean up.
+    let wake = UnixStream::pair().map_err(DaemonError::Signals)?;
+    register_signals(&wake.1)?;
     if let Some(pid) = &pid {
         cleanup.pid_file = Some(PidFile::write(pid)?);
     }
@@ -343,6 +349,7 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         data_terminate: args.terminate,
         startup,
         seccomp,
+        wake,
         cleanup: std::mem::take(cleanup),
     })
 }
@@ -601,15 +608,9 @@ impl Daemon {
             data_terminate,
             startup,
             seccomp,
+            wake: (wake_read, wake_write),
             cleanup,
         } = self;
-        let (wake_read, wake_write) = match UnixStream::pair() {
-            Ok(pair) => pair,
-            Err(err) => return fail(&DaemonError::Signals(err)),
-        };
-        if let Err(err) = register_signals(&wake_write) {
-            return fail(&err);
-        }
         if let Some(readiness) = readiness {
             readiness.ready();
         }
