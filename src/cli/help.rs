@@ -197,9 +197,10 @@ const ENTRIES: &[Entry] = &[
             "where the TPM keeps its state: the existing directory dir, or a",
             "URI: dir://<path> (file://<path>, one file or block device, is not",
             "supported by this build yet); mode gives the state files'",
-            "permission bits (octal); lock takes a lock on the storage",
-            "(default: on for directories); without this option the TPM_PATH",
-            "environment variable names the directory",
+            "permission bits (octal); lock takes a lock on the storage (always",
+            "on for directories: lock=false is not supported by this build",
+            "yet); without this option the TPM_PATH environment variable names",
+            "the directory",
         ],
     ),
     entry(

@@ -108,13 +108,18 @@ pub enum DaemonError {
     Sandbox(#[from] SandboxError),
 }
 
-/// Formats an error and its causes on one line, each cause once.
+/// Formats an error and its causes on one line, each cause once: a message that shows
+/// its cause already (`{source}` in its format, as in [`SocketError`]) is not followed by
+/// it again.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(source) = cause {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
+        let message = source.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
         cause = source.source();
     }
     text
@@ -200,6 +205,8 @@ struct Daemon {
     data_terminate: bool,
     startup: Option<StartupType>,
     seccomp: seccomp::Action,
+    /// Readable once SIGTERM or SIGINT arrived (the write end is the handlers').
+    wake: (UnixStream, UnixStream),
     cleanup: Cleanup,
 }
 
@@ -293,6 +300,10 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
     if args.fd.is_some_and(|fd| (0..=2).contains(&fd)) {
         return Err(DaemonError::StandardFd.into());
     }
+    // Signals are caught from before the pid file exists: whoever waits for it (as
+    // swtpm_setup does) may send SIGTERM at once, and the daemon must still clean up.
+    let wake = UnixStream::pair().map_err(DaemonError::Signals)?;
+    register_signals(&wake.1)?;
     if let Some(pid) = &pid {
         cleanup.pid_file = Some(PidFile::write(pid)?);
     }
@@ -338,6 +349,7 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         data_terminate: args.terminate,
         startup,
         seccomp,
+        wake,
         cleanup: std::mem::take(cleanup),
     })
 }
@@ -536,6 +548,10 @@ fn apply_vtpm_proxy_defaults(flags: &mut FlagOptions) {
 }
 
 fn open_store(state: &TpmStateOptions, version: TpmVersion) -> Result<DirStore, DaemonError> {
+    // The directory store always locks: refuse rather than ignore a request not to.
+    if state.lock == Some(false) {
+        return Err(DaemonError::NotSupported("--tpmstate lock=false".into()));
+    }
     match &state.backend {
         StateBackendSpec::Dir(dir) => Ok(DirStore::new(dir.clone(), version, state.mode)),
         StateBackendSpec::File(path) => Err(DaemonError::NotSupported(format!(
@@ -559,12 +575,14 @@ fn print_states(store: &DirStore) -> Result<(), DaemonError> {
             ));
         }
     }
+    // As swtpm: a blank before each entry and before `]`, but an empty list is `[]`.
+    let list = if entries.is_empty() {
+        String::new()
+    } else {
+        entries.join(",") + " "
+    };
     let mut out = io::stdout().lock();
-    let _ = write!(
-        out,
-        "{{ \"type\": \"swtpm\", \"states\": [{} ] }}",
-        entries.join(",")
-    );
+    let _ = write!(out, "{{ \"type\": \"swtpm\", \"states\": [{list}] }}");
     let _ = out.flush();
     Ok(())
 }
@@ -590,15 +608,9 @@ impl Daemon {
             data_terminate,
             startup,
             seccomp,
+            wake: (wake_read, wake_write),
             cleanup,
         } = self;
-        let (wake_read, wake_write) = match UnixStream::pair() {
-            Ok(pair) => pair,
-            Err(err) => return fail(&DaemonError::Signals(err)),
-        };
-        if let Err(err) = register_signals(&wake_write) {
-            return fail(&err);
-        }
         if let Some(readiness) = readiness {
             readiness.ready();
         }
@@ -708,6 +720,15 @@ mod tests {
         assert_eq!(
             error_chain(&err),
             "Could not open logfile /x/log for writing: No such file or directory (os error 2)"
+        );
+        let err = DaemonError::Ctrl(SocketError::BindUnix {
+            path: "/x/ctrl".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert_eq!(
+            error_chain(&err),
+            "could not set up the control channel: Could not open UnixIO socket /x/ctrl: \
+             No such file or directory (os error 2)"
         );
     }
 }
