@@ -77,6 +77,19 @@ impl DataClient {
     }
 }
 
+impl DataClient {
+    /// Whether a response is waiting to be read (without reading it).
+    pub fn response_ready(&self) -> bool {
+        use std::os::fd::AsFd;
+        let fd = match &self.conn {
+            Conn::Unix(s) => s.as_fd(),
+            Conn::Tcp(s) => s.as_fd(),
+        };
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(0) > 0
+    }
+}
+
 impl TpmTransport for DataClient {
     fn transmit(&mut self, command: &[u8]) -> Vec<u8> {
         self.send_raw(command);
