@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::ctrl::*;
 use common::data::DataClient;
 use common::process::{Process, debian_swtpm, free_port, vtpm_swtpm};
-use common::tpm2::{self, StorageKey, StartupType, Tpm2};
+use common::tpm2::{self, StartupType, StorageKey, Tpm2};
 
 /// A daemon with a UNIX control socket and a TCP data port.
 struct Instance {

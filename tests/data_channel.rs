@@ -254,9 +254,7 @@ fn every_response_comes_in_one_read() {
     server.init();
     let mut data = DataClient::tcp(server.port);
     data.startup(StartupType::Clear).unwrap();
-    let created = data
-        .create_primary(tpm2::StorageKey::Rsa2048)
-        .unwrap();
+    let created = data.create_primary(tpm2::StorageKey::Rsa2048).unwrap();
     for command in [
         tpm2::get_capability_pcrs(),
         tpm2::read_public(created.handle),

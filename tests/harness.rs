@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::qemu::process_state;
 use common::qtest::validate_command;
 use common::tpm2::{
-    self, NV_OWNER_RW_NO_DA, StorageKey, StartupType, TpmError, parse_no_output,
+    self, NV_OWNER_RW_NO_DA, StartupType, StorageKey, TpmError, parse_no_output,
     parse_no_output_with_session, parse_pcr_read_sha256,
 };
 use common::{Backend, BackendPaths, Qemu, QemuOptions, TpmDevice, poll_until};

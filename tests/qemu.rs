@@ -16,8 +16,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use common::tpm2::{
-    ALG_SHA256, CreatedPrimary, NV_OWNER_RW_NO_DA, PcrValue, StorageKey, RC_INITIALIZE,
-    RC_LOCALITY, RC_NV_DEFINED, RC_REFERENCE_H0, RC_VALUE_PARAM1,
+    ALG_SHA256, CreatedPrimary, NV_OWNER_RW_NO_DA, PcrValue, RC_INITIALIZE, RC_LOCALITY,
+    RC_NV_DEFINED, RC_REFERENCE_H0, RC_VALUE_PARAM1, StorageKey,
 };
 use common::{
     Backend, BackendPaths, Machine, Qemu, QemuOptions, RunningBackend, StartupType, Tpm2,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::ctrl::*;
 use common::data::DataClient;
 use common::process::{Process, debian_swtpm, free_port, vtpm_swtpm};
-use common::tpm2::{self, StorageKey, StartupType, Tpm2, TpmTransport};
+use common::tpm2::{self, StartupType, StorageKey, Tpm2, TpmTransport};
 
 const NV_INDEX: u32 = 0x0150_0020;
 
