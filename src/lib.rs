@@ -9,4 +9,5 @@ pub mod io;
 pub mod libtpms;
 pub mod log;
 pub mod state;
+pub mod tools;
 pub mod tpm;
