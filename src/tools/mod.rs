@@ -9,6 +9,7 @@
 //!
 //! [`Stream`]: crate::io::socket::Stream
 
+pub mod bios;
 pub mod getopt;
 pub mod ioctl;
 pub mod number;
