@@ -115,7 +115,9 @@ fn connect_unix(path: &Path, deadline: Instant) -> Result<UnixStream, ConnectErr
             Err(errno) => return Err(failed(errno)),
         }
     }
-    fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(failed)?;
+    // Blocking again: reads wait with poll and a deadline of their own.
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL).map_err(failed)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).map_err(failed)?;
     Ok(UnixStream::from(fd))
 }
 
