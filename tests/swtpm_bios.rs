@@ -1,6 +1,6 @@
 //! swtpm_bios, vtpm's against Debian's 0.7.1: the same command lines against the same
-//! daemon (vtpm's swtpm and Debian's swtpm in turn, TPM 2 over TCP and TPM 1.2 over a
-//! UNIX data socket), reset between the runs with INIT, must print the same on stdout
+//! daemon (vtpm's swtpm and Debian's swtpm in turn, TPM 2 over TCP and UNIX data sockets,
+//! TPM 1.2 over a UNIX one), reset between the runs with INIT, must print the same on stdout
 //! and stderr and exit the same: success, TPM errors (128), the reset `-ea` asks for
 //! (129), connection problems (255) and usage errors (1). Answers that break the
 //! protocol come from a fake data socket.
@@ -33,20 +33,30 @@ enum Data {
     Unix(PathBuf),
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    /// `--server type=tcp,port=P,disconnect`: closes after each answer.
+    Tcp,
+    /// `--server type=unixio,path=P`: one client at a time until it closes.
+    Unix,
+}
+
 impl Daemon {
-    fn start(program: &Path, tpm2: bool) -> Daemon {
+    fn start(program: &Path, tpm2: bool, transport: Transport) -> Daemon {
         let dir = common::short_tempdir();
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
         let ctrl = dir.path().join("ctrl");
-        // TPM 2 over TCP, closing after each answer; TPM 1.2 over a UNIX socket.
-        let (data, server) = if tpm2 {
-            let port = free_port();
-            (Data::Tcp(port), format!("type=tcp,port={port},disconnect"))
-        } else {
-            let path = dir.path().join("data");
-            let server = format!("type=unixio,path={}", path.display());
-            (Data::Unix(path), server)
+        let (data, server) = match transport {
+            Transport::Tcp => {
+                let port = free_port();
+                (Data::Tcp(port), format!("type=tcp,port={port},disconnect"))
+            }
+            Transport::Unix => {
+                let path = dir.path().join("data");
+                let server = format!("type=unixio,path={}", path.display());
+                (Data::Unix(path), server)
+            }
         };
         let mut args = vec![
             "socket".to_string(),
@@ -70,7 +80,7 @@ impl Daemon {
         }
         process.wait_unix_socket(&ctrl);
         let label = format!(
-            "{} (TPM {})",
+            "{} (TPM {}, {transport:?} data socket)",
             program.display(),
             if tpm2 { "2" } else { "1.2" }
         );
@@ -196,8 +206,13 @@ fn stopped(daemon: &Daemon) {
 
 #[test]
 fn tpm2_sequences_match() {
-    for program in daemon_programs() {
-        let daemon = Daemon::start(&program, true);
+    for (program, transport) in daemon_programs().into_iter().flat_map(|program| {
+        [
+            (program.clone(), Transport::Tcp),
+            (program, Transport::Unix),
+        ]
+    }) {
+        let daemon = Daemon::start(&program, true, transport);
         let cases: &[(&[&[&str]], &[&str])] = &[
             (&[], &["--tpm2"]),
             (&[], &["--tpm2", "-c", "-cs", "-u"]),
@@ -258,7 +273,7 @@ fn tpm12_sequences_match() {
 }
 
 fn tpm12_sequences_on(program: &Path) {
-    let daemon = Daemon::start(program, false);
+    let daemon = Daemon::start(program, false, Transport::Unix);
     // Everything succeeds: Startup, physical presence, -ea reads the flags of an active
     // TPM, enable, activate, self-test, giving up physical presence.
     same_after(&daemon, &reset, &[], &["-c", "-ea", "-cs", "-u"]).expect(0, "", "");
@@ -284,7 +299,7 @@ fn tpm12_sequences_on(program: &Path) {
 #[test]
 fn usage_and_connection_errors_match() {
     let dir = common::short_tempdir();
-    let daemon = Daemon::start(&vtpm_swtpm(), true);
+    let daemon = Daemon::start(&vtpm_swtpm(), true, Transport::Tcp);
     let closed_port = format!(":{}", free_port());
     let long_path = format!("/tmp/{}", "a".repeat(103));
     let cases: Vec<Vec<&str>> = vec![
