@@ -115,10 +115,7 @@ pub fn run(
             let response = control.checked(Command::GetCapability, &[])?;
             format!("ptm capability is 0x{:x}\n", word(&response, 4))
         }
-        Action::Init => {
-            control.checked(Command::Init, &words([INIT_FLAG_DELETE_VOLATILE]))?;
-            String::new()
-        }
+        Action::Init => control.quiet(Command::Init, &words([INIT_FLAG_DELETE_VOLATILE]))?,
         Action::Stop => control.quiet(Command::Stop, &[])?,
         Action::Shutdown => control.quiet(Command::Shutdown, &[])?,
         Action::StoreVolatile => control.quiet(Command::StoreVolatile, &[])?,
@@ -270,7 +267,7 @@ impl Control {
         }
     }
 
-    /// A command whose success prints nothing.
+    /// A command whose success prints nothing: its output is empty.
     fn quiet(&mut self, command: Command, body: &[u8]) -> Result<String, IoctlError> {
         self.checked(command, body).map(|_| String::new())
     }
