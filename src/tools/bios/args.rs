@@ -288,6 +288,41 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_on_any_pair_of_words() {
+        let vocabulary = [
+            "-c",
+            "-cs",
+            "-e",
+            "-t",
+            "--tcp",
+            ":",
+            "h:",
+            "--unix",
+            "--tpm-device",
+            "-",
+            "--",
+            "",
+            "=",
+            "-=",
+            "--tpm2=1",
+            "-x",
+            "-h",
+            "-v",
+        ];
+        for first in vocabulary {
+            for second in vocabulary {
+                for third in vocabulary {
+                    let _ = parse_with(&[first, second, third], &Environment::default());
+                }
+            }
+        }
+        assert!(matches!(
+            parse(&[], &Environment::default()),
+            Outcome::Run(_)
+        ));
+    }
+
+    #[test]
     fn targets() {
         let tcp = |host: &str, port| {
             Target::Tcp(TcpTarget {

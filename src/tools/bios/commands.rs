@@ -195,5 +195,9 @@ mod tests {
             permanent_flags_deactivated(&[0, 0xc4, 0, 0, 0, 10, 0, 0, 0, 0]),
             None
         );
+        // A header that claims more than there is.
+        for len in 0..deactivated.len() {
+            let _ = permanent_flags_deactivated(&deactivated[..len]);
+        }
     }
 }

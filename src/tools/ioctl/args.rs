@@ -609,6 +609,59 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_on_any_pair_of_words() {
+        use std::os::unix::ffi::OsStringExt;
+        let vocabulary: Vec<OsString> = [
+            "-c",
+            "--c",
+            "-l",
+            "-l=9",
+            "--save",
+            "--load",
+            "permanent",
+            "-",
+            "--",
+            "-h",
+            "--tcp",
+            ":",
+            "::",
+            "--tpm-device",
+            "--unix",
+            "-b",
+            "--info",
+            "-1",
+            "",
+            "--lock-storage",
+            "-x",
+            "=",
+            "-=",
+            "--=x",
+            "-t",
+        ]
+        .iter()
+        .map(OsString::from)
+        .chain([
+            OsString::from_vec(vec![b'-', 0xff]),
+            OsString::from_vec(vec![0xfe]),
+        ])
+        .collect();
+        for first in &vocabulary {
+            for second in &vocabulary {
+                for third in &vocabulary {
+                    let argv = [
+                        OsString::from("p"),
+                        first.clone(),
+                        second.clone(),
+                        third.clone(),
+                    ];
+                    let _ = parse(&argv);
+                }
+            }
+        }
+        assert_eq!(parse(&[]).outcome, Outcome::Refused(ArgsError::NoCommand));
+    }
+
+    #[test]
     fn save_and_load_take_a_file_word() {
         assert_eq!(
             run(&["--save", "permanent", "/f", "--unix", "/s"]).action,
