@@ -13,4 +13,5 @@ pub mod log;
 pub mod sandbox;
 pub mod setup;
 pub mod state;
+pub mod tools;
 pub mod tpm;
