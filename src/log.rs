@@ -115,13 +115,17 @@ macro_rules! log_debug {
     ($($arg:tt)*) => { $crate::log::write_line(2, format_args!($($arg)*)) };
 }
 
-/// An error and its causes on one line, each cause once (`a: b: c`).
+/// Formats an error and its causes on one line, each cause once: a message that shows
+/// its cause already (`{source}` in its format) is not followed by it again.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(source) = cause {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
+        let message = source.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
         cause = source.source();
     }
     text

@@ -412,13 +412,10 @@ fn set_datafd_gives_the_data_channel() {
     data.startup(StartupType::Clear).unwrap();
     assert_eq!(data.get_random(16).unwrap().len(), 16);
 
-    // After the peer closes, a new data channel is accepted.
+    // After the peer closes, a new data channel is accepted at once (as by swtpm).
     drop(data);
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    common::poll_until(deadline, "a new SET_DATAFD to be accepted", || {
-        (client.set_datafd(theirs.as_fd()).rc == 0).then_some(())
-    });
+    assert_eq!(client.set_datafd(theirs.as_fd()).rc, 0);
     let mut data = DataClient::unix(ours);
     assert_eq!(data.get_random(8).unwrap().len(), 8);
     assert_eq!(client.request(SHUTDOWN, &[]).rc, 0);
@@ -488,32 +485,32 @@ fn established_and_cancel_answer_during_a_long_command() {
     assert_eq!(client.request(INIT, &be(&[0])).rc, 0);
     let mut data = DataClient::tcp(instance.data_port);
     data.startup(StartupType::Clear).unwrap();
-    // RSA key generation is the slowest TPM command; 3072 bits usually takes long enough
-    // here for control requests to arrive while it runs. Try a few times in case one
-    // generation is quick.
+    // RSA key generation is the slowest TPM command (hundreds of ms for 3072 bits).
+    // While it runs, the control channel keeps answering; CANCEL_TPM_CMD is sent again
+    // and again (a cancel that arrives before the command starts is a no-op) until the
+    // command ends, cancelled. A few attempts, in case a generation is quick.
     for attempt in 0..10 {
         data.send_raw(&tpm2::create_primary(StorageKey::Rsa3072));
-        let sent = Instant::now();
-        let established = client.request(GET_TPMESTABLISHED, &[]);
-        assert_eq!(established.wire(), be(&[0, 0]));
-        assert_eq!(client.request(CANCEL_TPM_CMD, &[]).rc, 0);
-        let answered = sent.elapsed();
+        let mut answered_while_running = 0;
+        while !data.response_ready() {
+            let established = client.request(GET_TPMESTABLISHED, &[]);
+            assert_eq!(established.wire(), be(&[0, 0]));
+            assert_eq!(client.request(CANCEL_TPM_CMD, &[]).rc, 0);
+            answered_while_running += 1;
+        }
         let response = data.read_response();
-        let finished = sent.elapsed();
         match tpm2::response_code(&response).unwrap() {
             RC_CANCELED => {
                 assert!(
-                    answered < finished,
-                    "control answered before the command ended"
+                    answered_while_running > 0,
+                    "control answered while the command ran"
                 );
                 return;
             }
             0 => {
                 let handle = tpm2::parse_create_primary(&response).unwrap().handle;
                 data.flush_context(handle).unwrap();
-                eprintln!(
-                    "attempt {attempt}: finished in {finished:?} before the cancel ({answered:?})"
-                );
+                eprintln!("attempt {attempt}: the key was ready before a cancel reached it");
             }
             rc => panic!("CreatePrimary answered {rc:#x}"),
         }

@@ -293,6 +293,28 @@ pub fn encode_request(cmd: Command, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// How long the response to `cmd` is, judging by the bytes of it received so far (a
+/// client reads until it has this many): 4 until the result code is known, then the
+/// length of that response (ctrl-protocol.md §9). Errors are the bare 4-byte result,
+/// except GET_STATEBLOB, which keeps its 16-byte header unless the TPM was not running.
+pub fn response_len(cmd: Command, received: &[u8]) -> usize {
+    let Some(rc) = be32(received, 0) else {
+        return 4;
+    };
+    let with_announced = |fixed: usize, len_at: usize| match be32(received, len_at) {
+        Some(len) => fixed.saturating_add(len as usize),
+        None => fixed,
+    };
+    match cmd {
+        Command::GetStateBlob if rc != result::TPM_BAD_ORDINAL => with_announced(16, 12),
+        _ if rc != result::TPM_SUCCESS => 4,
+        Command::GetCapability | Command::GetTpmEstablished | Command::GetConfig => 8,
+        Command::SetBufferSize => 16,
+        Command::GetInfo => with_announced(12, 8),
+        _ => 4,
+    }
+}
+
 /// Big-endian u32 words, concatenated: most responses are made of them.
 pub fn words<const N: usize>(values: [u32; N]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_be_bytes()).collect()
@@ -461,6 +483,31 @@ mod tests {
     }
 
     #[test]
+    fn response_lengths_for_clients() {
+        use Command::*;
+        assert_eq!(response_len(GetCapability, &[]), 4);
+        assert_eq!(response_len(GetCapability, &[0, 0, 0, 0]), 8);
+        assert_eq!(response_len(GetTpmEstablished, &[0, 0, 0, 0x0a]), 4);
+        assert_eq!(response_len(SetBufferSize, &words([0])), 16);
+        assert_eq!(response_len(SetBufferSize, &words([0x0a])), 4);
+        assert_eq!(response_len(Init, &words([0])), 4);
+        assert_eq!(response_len(GetInfo, &words([0])), 12);
+        assert_eq!(response_len(GetInfo, &words([0, 0x96, 0x96])), 12 + 0x96);
+        assert_eq!(response_len(GetInfo, &words([3])), 4);
+        assert_eq!(response_len(GetStateBlob, &words([0x0a])), 4);
+        assert_eq!(response_len(GetStateBlob, &words([0])), 16);
+        assert_eq!(response_len(GetStateBlob, &words([0x800, 0, 0, 0])), 16);
+        assert_eq!(
+            response_len(GetStateBlob, &words([0, 0, 0x529, 0x529])),
+            16 + 0x529
+        );
+        assert_eq!(
+            response_len(GetStateBlob, &words([0, 0, 0, u32::MAX])),
+            16 + u32::MAX as usize
+        );
+    }
+
+    #[test]
     fn decode_never_panics_on_any_body() {
         for code in 0..=0x14u32 {
             let Some(cmd) = Command::from_code(code) else {
@@ -470,6 +517,7 @@ mod tests {
                 let body: Vec<u8> = (0..len).map(|i| (i * 37 + code as usize) as u8).collect();
                 let _ = decode(cmd, &body);
                 let _ = wanted_len(&req(code, &body));
+                let _ = response_len(cmd, &body);
             }
         }
     }

@@ -7,10 +7,12 @@
 //! emulator's lock is held only while libtpms runs.
 
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::ExitSignal;
 use crate::ctrl::connection::wait_readable;
@@ -26,6 +28,9 @@ use crate::{log_error, log_info};
 const INCOMPLETE_COMMAND_GRACE: Duration = Duration::from_millis(500);
 /// Room for one whole prefixed command plus a following one's start.
 const BUFFER_LEN: usize = 2 * (PREFIX_LEN + MAX_COMMAND);
+/// How long CMD_SET_DATAFD waits for the data thread to let go of a channel whose peer
+/// already hung up (it may still answer commands that came before the hang-up).
+const HANG_UP_GRACE: Duration = Duration::from_secs(2);
 
 /// Where the data channel comes from.
 pub enum DataSource {
@@ -46,6 +51,10 @@ pub struct DataSlot {
     present: AtomicBool,
     handed_over: Mutex<Option<OwnedFd>>,
     arrived: Condvar,
+    /// A duplicate of the handed-over channel while it is served: the control thread
+    /// looks at it to tell a channel whose peer hung up from one in use.
+    watched: Mutex<Option<OwnedFd>>,
+    released: Condvar,
 }
 
 impl DataSlot {
@@ -68,16 +77,59 @@ impl DataSlot {
     }
 
     fn released(&self) {
+        let mut watched = self.lock_watched();
+        *watched = None;
         self.present.store(false, Ordering::Release);
+        self.released.notify_all();
     }
+
+    fn lock_watched(&self) -> MutexGuard<'_, Option<OwnedFd>> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A client that closes its data channel and at once hands over a new one (as swtpm
+    /// allows) must not find the old one still counted: when its peer hung up, wait for
+    /// the data thread to finish with it.
+    fn wait_for_hung_up_channel(&self) {
+        let mut watched = self.lock_watched();
+        if !watched.as_ref().is_some_and(peer_hung_up) {
+            return;
+        }
+        let deadline = Instant::now() + HANG_UP_GRACE;
+        while self.present.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            watched = self
+                .released
+                .wait_timeout(watched, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Whether the other end of `fd` has closed (its remaining bytes may still be unread).
+fn peer_hung_up(fd: &OwnedFd) -> bool {
+    // Only POLLRDHUP (a socket's peer shut down its writing side; nix has no name for
+    // it) is asked for, and POLLHUP/POLLERR come unasked: any event is a hang-up. (nix's
+    // `revents()` cannot be used: it gives `None` for the bit it does not know.)
+    let peer_closed = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(fd.as_fd(), peer_closed)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 impl DataChannelSlot for DataSlot {
     fn has_data_channel(&self) -> bool {
+        if self.present.load(Ordering::Acquire) {
+            self.wait_for_hung_up_channel();
+        }
         self.present.load(Ordering::Acquire)
     }
 
     fn hand_over(&self, fd: OwnedFd) {
+        *self.lock_watched() = fd.try_clone().ok();
         self.present.store(true, Ordering::Release);
         *self.handed_over.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd);
         self.arrived.notify_one();
@@ -229,5 +281,35 @@ impl Connection {
         self.input.copy_within(frame.end..self.filled, 0);
         self.filled -= frame.end;
         stream.write_all(&self.output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn a_hung_up_channel_makes_way_for_the_next() {
+        let slot = Arc::new(DataSlot::default());
+        let (peer, ours) = UnixStream::pair().unwrap();
+        slot.hand_over(ours.into());
+        assert!(slot.has_data_channel(), "a live channel counts");
+        let data_thread = {
+            let slot = Arc::clone(&slot);
+            std::thread::spawn(move || {
+                let mut stream = UnixStream::from(slot.wait_for_fd());
+                let _ = stream.read(&mut [0u8; 1]);
+                drop(stream);
+                slot.released();
+            })
+        };
+        drop(peer);
+        assert!(
+            !slot.has_data_channel(),
+            "a channel whose peer hung up is waited for, not counted"
+        );
+        data_thread.join().unwrap();
     }
 }

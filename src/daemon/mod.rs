@@ -191,6 +191,8 @@ struct Daemon {
     data_terminate: bool,
     startup: Option<StartupType>,
     seccomp: seccomp::Action,
+    /// Readable once SIGTERM or SIGINT arrived (the write end is the handlers').
+    wake: (UnixStream, UnixStream),
     cleanup: Cleanup,
 }
 
@@ -290,6 +292,10 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
     if args.fd.is_some_and(|fd| (0..=2).contains(&fd)) {
         return Err(DaemonError::StandardFd.into());
     }
+    // Signals are caught from before the pid file exists: whoever waits for it (as
+    // swtpm_setup does) may send SIGTERM at once, and the daemon must still clean up.
+    let wake = UnixStream::pair().map_err(DaemonError::Signals)?;
+    register_signals(&wake.1)?;
     if let Some(pid) = &pid {
         cleanup.pid_file = Some(PidFile::write(pid)?);
     }
@@ -337,6 +343,7 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         data_terminate: args.terminate,
         startup,
         seccomp,
+        wake,
         cleanup: std::mem::take(cleanup),
     })
 }
@@ -600,15 +607,9 @@ impl Daemon {
             data_terminate,
             startup,
             seccomp,
+            wake: (wake_read, wake_write),
             cleanup,
         } = self;
-        let (wake_read, wake_write) = match UnixStream::pair() {
-            Ok(pair) => pair,
-            Err(err) => return fail(&DaemonError::Signals(err)),
-        };
-        if let Err(err) = register_signals(&wake_write) {
-            return fail(&err);
-        }
         if let Some(readiness) = readiness {
             readiness.ready();
         }
@@ -718,6 +719,15 @@ mod tests {
         assert_eq!(
             error_chain(&err),
             "Could not open logfile /x/log for writing: No such file or directory (os error 2)"
+        );
+        let err = DaemonError::Ctrl(SocketError::BindUnix {
+            path: "/x/ctrl".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert_eq!(
+            error_chain(&err),
+            "could not set up the control channel: Could not open UnixIO socket /x/ctrl: \
+             No such file or directory (os error 2)"
         );
     }
 }

@@ -79,21 +79,26 @@ pub fn switch_user(identity: &Identity) -> Result<(), SandboxError> {
     nix::unistd::setuid(identity.uid).map_err(step("setuid"))
 }
 
-/// Drops every capability: once its sockets are bound the daemon needs none (it only
-/// reads and writes its own state files). The bounding set is cleared too when allowed,
-/// so nothing can regain them.
+/// What a daemon that still runs as root keeps: access to files it does not own (a
+/// state directory owned by `tss`, libvirt's runtime directories). Nothing else: no
+/// network, process, mount or ownership privileges.
+const KEPT_AS_ROOT: [Capability; 2] = [Capability::CAP_DAC_OVERRIDE, Capability::CAP_FOWNER];
+
+/// Drops every capability the daemon does not need once its sockets are bound: all of
+/// them for an ordinary user (libvirt's `tss`), all but file access for root. The
+/// bounding set is cleared too when allowed, so nothing can be regained.
 pub fn drop_capabilities() -> Result<(), SandboxError> {
     let fail = SandboxError::Capabilities;
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).map_err(fail)? {
         caps::clear(None, CapSet::Bounding).map_err(fail)?;
     }
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
-        caps::clear(None, set).map_err(fail)?;
-    }
-    Ok(())
+    let kept: caps::CapsHashSet = if nix::unistd::geteuid().is_root() {
+        KEPT_AS_ROOT.into_iter().collect()
+    } else {
+        caps::CapsHashSet::new()
+    };
+    caps::clear(None, CapSet::Ambient).map_err(fail)?;
+    caps::clear(None, CapSet::Inheritable).map_err(fail)?;
+    caps::set(None, CapSet::Effective, &kept).map_err(fail)?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(fail)
 }

@@ -143,7 +143,7 @@ fn encrypt_blocks(key: &AesKey, iv: &[u8; AES_BLOCK], buffer: &mut [u8]) {
 /// key length, so also 16-byte PKCS#7 padding under a 256-bit key (as swtpm does).
 fn decrypt(key: &AesKey, iv: &[u8; AES_BLOCK], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let granularity = key.size().bytes();
-    if ciphertext.len() % AES_BLOCK != 0 || ciphertext.len() < granularity {
+    if !ciphertext.len().is_multiple_of(AES_BLOCK) || ciphertext.len() < granularity {
         return Err(CryptoError::CiphertextLength {
             len: ciphertext.len(),
             bits: key.size().bits(),

@@ -144,7 +144,7 @@ pub fn key_from_hex(text: &[u8], size: KeySize) -> Result<AesKey, KeyError> {
     let syntax = KeyError::HexSyntax {
         buffer: size.bytes(),
     };
-    if digits.is_empty() || digits.len() % 2 != 0 || digits.len() > 2 * size.bytes() {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) || digits.len() > 2 * size.bytes() {
         return Err(syntax);
     }
     let mut bytes = Zeroizing::new([0u8; 32]);

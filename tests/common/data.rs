@@ -17,6 +17,10 @@ impl DataClient {
     pub fn tcp(port: u16) -> DataClient {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|err| panic!("connect to data port {port}: {err}"));
+        DataClient::from_tcp(stream)
+    }
+
+    pub fn from_tcp(stream: TcpStream) -> DataClient {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -60,9 +64,29 @@ impl DataClient {
     /// Reads whatever one `read` returns (clients like swtpm_setup read responses so).
     pub fn read_once(&mut self) -> Vec<u8> {
         let mut buf = vec![0u8; 8192];
-        let n = self.conn.read(&mut buf).expect("read from data channel");
+        let n = loop {
+            match self.conn.read(&mut buf) {
+                // A socket read with a timeout returns EINTR when this process is stopped
+                // and resumed, even without a signal handler (signal(7)).
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                result => break result.expect("read from data channel"),
+            }
+        };
         buf.truncate(n);
         buf
+    }
+}
+
+impl DataClient {
+    /// Whether a response is waiting to be read (without reading it).
+    pub fn response_ready(&self) -> bool {
+        use std::os::fd::AsFd;
+        let fd = match &self.conn {
+            Conn::Unix(s) => s.as_fd(),
+            Conn::Tcp(s) => s.as_fd(),
+        };
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(0) > 0
     }
 }
 

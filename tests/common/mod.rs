@@ -14,6 +14,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod qtest;
 pub mod tis;
+pub mod tool;
 pub mod tpm12;
 pub mod tpm2;
 

@@ -2,11 +2,15 @@
 //! bounded by deadlines, and the process killed by its PID when the test lets go.
 
 use std::fs::File;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 
 use super::{poll_until, read_for_diagnostics};
 
@@ -46,7 +50,8 @@ impl Process {
         Process::start_with(Command::new(program).args(args), dir)
     }
 
-    /// Starts a prepared command (for extra fds or environment), output to files in `dir`.
+    /// Starts a prepared command (for environment or working directory), output to files
+    /// in `dir`.
     pub fn start_with(command: &mut Command, dir: &Path) -> Process {
         Process::start_with_stdin(command, Stdio::null(), dir)
     }
@@ -54,6 +59,37 @@ impl Process {
     /// Like [`Process::start_with`], with `stdin` as the process's standard input (a
     /// pipe end, say, that a shell wrapper moves to another descriptor number).
     pub fn start_with_stdin(command: &mut Command, stdin: Stdio, dir: &Path) -> Process {
+        Process::spawn(command, stdin, dir, &[])
+    }
+
+    /// Starts a prepared command that inherits `fds` under their numbers in this process
+    /// (for `--fd N`, `--pid fd=N`, `--log fd=N`, ...).
+    pub fn start_inheriting(command: &mut Command, dir: &Path, fds: &[BorrowedFd<'_>]) -> Process {
+        Process::spawn(command, Stdio::null(), dir, fds)
+    }
+
+    /// Everything the test process opens is close-on-exec; the flag is cleared on
+    /// `inherited` only while this child is spawned, and spawns are serialized, so those
+    /// fds reach this child and no other test's child.
+    fn spawn(
+        command: &mut Command,
+        stdin: Stdio,
+        dir: &Path,
+        inherited: &[BorrowedFd<'_>],
+    ) -> Process {
+        static SPAWN: Mutex<()> = Mutex::new(());
+        let _one_spawn_at_a_time = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+        let set_cloexec = |on: bool| {
+            let flags = if on {
+                FdFlag::FD_CLOEXEC
+            } else {
+                FdFlag::empty()
+            };
+            for fd in inherited {
+                fcntl(fd, FcntlArg::F_SETFD(flags)).expect("set FD_CLOEXEC");
+            }
+        };
+        set_cloexec(false);
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdout_path = dir.join(format!("stdout.{n}"));
@@ -64,6 +100,7 @@ impl Process {
             .stderr(File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {command:?}: {err}"));
+        set_cloexec(true);
         Process {
             child,
             stdout_path,
@@ -112,32 +149,41 @@ impl Process {
 
     /// Waits until `path` accepts UNIX connections, failing fast if the process exits.
     pub fn wait_unix_socket(&mut self, path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        poll_until(deadline, &format!("socket {}", path.display()), || {
-            if let Some(status) = self.try_status() {
-                panic!(
-                    "daemon exited early with {status}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            UnixStream::connect(path).ok().map(|_| ())
-        });
+        drop(self.connect_unix(path));
     }
 
     /// Waits until TCP `port` on 127.0.0.1 accepts connections.
     pub fn wait_tcp_port(&mut self, port: u16) {
+        drop(self.connect_tcp(port));
+    }
+
+    /// Connects to the UNIX socket at `path` as soon as it accepts, failing fast if the
+    /// process exits, and keeps the connection: where a client hanging up ends the
+    /// daemon (`-t`, `--ctrl ...,terminate`), a probe connection would.
+    pub fn connect_unix(&mut self, path: &Path) -> UnixStream {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        poll_until(deadline, &format!("socket {}", path.display()), || {
+            self.panic_if_exited();
+            UnixStream::connect(path).ok()
+        })
+    }
+
+    /// Connects to TCP `port` on 127.0.0.1 as soon as it accepts (see `connect_unix`).
+    pub fn connect_tcp(&mut self, port: u16) -> TcpStream {
         let deadline = Instant::now() + Duration::from_secs(10);
         poll_until(deadline, &format!("TCP port {port}"), || {
-            if let Some(status) = self.try_status() {
-                panic!(
-                    "daemon exited early with {status}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        });
+            self.panic_if_exited();
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+    }
+
+    fn panic_if_exited(&mut self) {
+        if let Some(status) = self.try_status() {
+            panic!(
+                "daemon exited early with {status}; stderr:\n{}",
+                self.stderr()
+            );
+        }
     }
 
     /// Sends a signal to this process (by its PID).
