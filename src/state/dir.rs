@@ -52,10 +52,6 @@ impl DirStore {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn path(&self, kind: StateKind) -> PathBuf {
         self.dir
             .join(format!("{}{}", self.version.file_prefix(), kind.name()))
