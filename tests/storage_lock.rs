@@ -314,3 +314,35 @@ fn file_backend_locks_only_when_asked() {
     assert!(first.process.wait_exit(TIMEOUT).success());
     assert_eq!(second.rc(INIT, &be(&[0])), 0, "free once the first is gone");
 }
+
+/// A linear file without `lock` is handed over all the same: after the savestate blob
+/// the source writes nothing (not even TPM2_Shutdown at exit) unless it takes the
+/// storage back, which the next TPM command does.
+#[test]
+fn unlocked_storage_is_handed_over_too() {
+    let dir = common::short_tempdir();
+    let file = dir.path().join("state");
+    let tpmstate = format!("backend-uri=file://{}", file.display());
+    let release = ["--migration", "release-lock-outgoing"];
+    let mut source = Daemon::start(&tpmstate, &release);
+    assert_eq!(source.rc(INIT, &be(&[0])), 0);
+    let mut tpm = source.data();
+    tpm.startup(StartupType::Clear).unwrap();
+    tpm.nv_define_space(NV_INDEX, 8, tpm2::NV_OWNER_RW_NO_DA)
+        .unwrap();
+    drop(tpm);
+    fetch_blobs(&mut source);
+    let mut tpm = source.data();
+    tpm.nv_write(NV_INDEX, 0, &4u64.to_be_bytes())
+        .expect("the next command takes the storage back");
+    drop(tpm);
+
+    fetch_blobs(&mut source);
+    let handed_over = std::fs::read(&file).unwrap();
+    assert_eq!(source.rc(SHUTDOWN, &[]), 0);
+    assert!(source.process.wait_exit(TIMEOUT).success());
+    assert!(
+        std::fs::read(&file).unwrap() == handed_over,
+        "no TPM2_Shutdown written after the hand-over"
+    );
+}

@@ -328,10 +328,11 @@ impl Emulator {
     pub fn hold_lock_for_command(&mut self) -> Result<(), StoreError> {
         let needed = self.running
             && self.storage_in_use
-            && self
-                .store
-                .as_ref()
-                .is_some_and(|store| store.lock_enabled() && !store.is_locked());
+            && (self.handed_over
+                || self
+                    .store
+                    .as_ref()
+                    .is_some_and(|store| store.lock_enabled() && !store.is_locked()));
         if needed { self.take_lock() } else { Ok(()) }
     }
 
@@ -541,11 +542,14 @@ impl Emulator {
     /// state must be complete and durable on storage before we let go (every write
     /// already is; this also flushes what an earlier process may have left cached, and
     /// checks that it can be read back): the destination reads it right away.
+    ///
+    /// Without locking (a linear file without `lock`) the storage is handed over all the
+    /// same: nothing is written until LOCK_STORAGE or the next TPM command takes it back.
     fn hand_over_lock(&mut self) {
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        if !store.lock_enabled() || !store.is_locked() {
+        if self.handed_over || (store.lock_enabled() && !store.is_locked()) {
             return;
         }
         let ready = store.sync().and_then(|()| store.load(StateKind::Permanent));
