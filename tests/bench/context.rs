@@ -31,6 +31,11 @@ pub struct Plan {
     pub migration_rounds: usize,
     pub density_sizes: Vec<usize>,
     pub density_rounds: usize,
+    /// Commands per run under callgrind (runs with N and 2N are compared).
+    pub callgrind_n: usize,
+    pub strace_n: usize,
+    /// Count instructions and system calls for every small command, or GetRandom only.
+    pub count_all_commands: bool,
 }
 
 impl Plan {
@@ -46,6 +51,9 @@ impl Plan {
             migration_rounds: 10,
             density_sizes: vec![50, 200],
             density_rounds: 2,
+            callgrind_n: 1000,
+            strace_n: 200,
+            count_all_commands: true,
         }
     }
 
@@ -61,6 +69,9 @@ impl Plan {
             migration_rounds: 1,
             density_sizes: vec![5],
             density_rounds: 1,
+            callgrind_n: 20,
+            strace_n: 10,
+            count_all_commands: false,
         }
     }
 }

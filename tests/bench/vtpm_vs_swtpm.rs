@@ -6,7 +6,8 @@
 //! cargo bench --bench vtpm_vs_swtpm -- --only startup,unix,tcp   # rerun some sections
 //! ```
 //!
-//! Options: `--smoke`, `--only <sections>` (startup, unix, tcp, migration, density), `--json <path>` (default `target/bench/vtpm_vs_swtpm-<mode>.json`).
+//! Options: `--smoke`, `--only <sections>` (startup, unix, tcp, migration, density,
+//! instructions, syscalls), `--json <path>` (default `target/bench/vtpm_vs_swtpm-<mode>.json`).
 //! `VTPM_BENCH_DIR` chooses where the state directories live (default `/tmp`): the
 //! durable-write figures are those of that filesystem, which the output names.
 //!
@@ -23,6 +24,7 @@
 
 mod common;
 mod context;
+mod counting;
 mod daemon;
 mod density;
 mod machine;
@@ -50,12 +52,14 @@ use machine::{Filesystem, Pinning, load_average};
 type Section = (&'static str, fn(&mut Bench));
 
 /// The sections in the order they run.
-const SECTIONS: [Section; 5] = [
+const SECTIONS: [Section; 7] = [
     ("startup", startup::run),
     ("unix", workload::unix),
     ("tcp", workload::tcp),
     ("migration", migration::run),
     ("density", density::run),
+    ("instructions", counting::instructions),
+    ("syscalls", counting::syscalls),
 ];
 
 struct Options {
