@@ -41,16 +41,16 @@ pub struct Plan {
 impl Plan {
     pub fn full() -> Plan {
         Plan {
-            startup_rounds: 20,
-            small_rounds: 10,
+            startup_rounds: 40,
+            small_rounds: 20,
             small_batch: 1000,
             small_warmup: 200,
-            nv_rounds: 10,
-            nv_batch: 20,
-            primary_rounds: 5,
-            migration_rounds: 10,
+            nv_rounds: 20,
+            nv_batch: 25,
+            primary_rounds: 10,
+            migration_rounds: 30,
             density_sizes: vec![50, 200],
-            density_rounds: 2,
+            density_rounds: 3,
             callgrind_n: 1000,
             strace_n: 200,
             count_all_commands: true,

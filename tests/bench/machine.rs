@@ -2,6 +2,7 @@
 //! benchmark needs: CPU pinning, memory from `smaps_rollup`, the filesystem of a path.
 
 use std::path::Path;
+use std::time::Duration;
 
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
@@ -17,6 +18,94 @@ pub fn load_average() -> [f64; 3] {
 
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// CPU time of the whole machine and of the benchmark (itself and its reaped children:
+/// the daemons, valgrind, strace), in clock ticks: the difference between the two over
+/// a section is what the rest of the machine used meanwhile.
+/// With them, the kernel's pressure-stall totals (µs during which some task waited for
+/// a CPU, or for I/O — the benchmark's own tasks included).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuTimes {
+    machine_busy: u64,
+    steal: u64,
+    ours: u64,
+    cpu_stall_us: u64,
+    io_stall_us: u64,
+}
+
+/// How busy the rest of the machine was.
+#[derive(Clone, Copy, Debug)]
+pub struct OtherLoad {
+    /// CPUs kept busy by processes that are not the benchmark's, on average.
+    pub others: f64,
+    /// CPUs the hypervisor gave to other guests while this one wanted to run.
+    pub steal: f64,
+    /// Share of the time some task waited for a CPU / for I/O (PSI "some").
+    pub cpu_stall: f64,
+    pub io_stall: f64,
+}
+
+/// The "some ... total=" microseconds of `/proc/pressure/<resource>` (0 without PSI).
+fn stall_total(resource: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/pressure/{resource}"))
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with("some"))
+        .and_then(|line| line.rsplit_once("total="))
+        .and_then(|(_, total)| total.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl CpuTimes {
+    pub fn now() -> CpuTimes {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu user nice system idle iowait irq softirq steal guest guest_nice
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| cpu.get(i).copied().unwrap_or(0);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // After "pid (comm)": state is field 3; utime, stime, cutime, cstime are 14-17.
+        let fields: Vec<u64> = own
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        CpuTimes {
+            machine_busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            steal: at(7),
+            ours: fields.get(11..15).map_or(0, |t| t.iter().sum()),
+            cpu_stall_us: stall_total("cpu"),
+            io_stall_us: stall_total("io"),
+        }
+    }
+
+    pub fn others_since(&self, earlier: &CpuTimes, wall: Duration) -> OtherLoad {
+        let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let per_cpu = |ticks: u64| ticks as f64 / ticks_per_second / wall.as_secs_f64();
+        let busy = self.machine_busy.saturating_sub(earlier.machine_busy);
+        let ours = self.ours.saturating_sub(earlier.ours);
+        OtherLoad {
+            others: per_cpu(busy.saturating_sub(ours)),
+            steal: per_cpu(self.steal.saturating_sub(earlier.steal)),
+            cpu_stall: (self.cpu_stall_us.saturating_sub(earlier.cpu_stall_us)) as f64
+                / 1e6
+                / wall.as_secs_f64(),
+            io_stall: (self.io_stall_us.saturating_sub(earlier.io_stall_us)) as f64
+                / 1e6
+                / wall.as_secs_f64(),
+        }
+    }
 }
 
 /// Where the benchmark's client and the daemons run. With two or more CPUs the client

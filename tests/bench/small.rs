@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::common::tpm2;
 use crate::context::{Bench, Session};
 use crate::daemon::{Flavor, control_round_trip};
+use crate::echo::Echo;
 use crate::report::Row;
 use crate::stats::Samples;
 use crate::wire::{DataConn, check_ok};
@@ -56,17 +57,27 @@ pub fn batch(data: &mut DataConn, command: &[u8], count: usize, samples: &mut Sa
     }
 }
 
-/// Latency of each small command on both daemons' data channels, in interleaved rounds;
-/// adds the rows and returns the median ratio vtpm/swtpm per command.
+/// Latency of each small command on both daemons' data channels, in interleaved rounds,
+/// and of the echo server (the transport's floor) in the same rounds; adds the rows and
+/// returns the median ratio vtpm/swtpm per command.
 pub fn run(
     bench: &mut Bench,
     section: &'static str,
     pair: &mut [Session; 2],
+    echo: &mut Echo,
 ) -> Vec<(SmallCommand, f64)> {
     let plan = &bench.plan;
     let commands: Vec<(SmallCommand, Vec<u8>)> =
         SmallCommand::ALL.iter().map(|&c| (c, c.bytes())).collect();
     let mut latencies: Vec<[Samples; 2]> = vec![Default::default(); commands.len()];
+    let mut floor = Samples::default();
+    let floor_command = SmallCommand::GetRandom.bytes();
+    batch(
+        &mut echo.conn,
+        &floor_command,
+        plan.small_warmup,
+        &mut Samples::default(),
+    );
     for flavor in Flavor::BOTH {
         for (_, bytes) in &commands {
             batch(
@@ -88,6 +99,7 @@ pub fn run(
                 );
             }
         }
+        batch(&mut echo.conn, &floor_command, plan.small_batch, &mut floor);
     }
     let mut ratios = Vec::new();
     for ((command, _), samples) in commands.iter().zip(&latencies) {
@@ -95,6 +107,12 @@ pub fn run(
         ratios.push((*command, row.ratio().unwrap_or(f64::NAN)));
         bench.report.add(row);
     }
+    bench.report.add(Row::reference(
+        section,
+        "floor: echo server, same client, socket and CPU",
+        "us",
+        &floor,
+    ));
     for ((command, _), samples) in commands.iter().zip(&latencies) {
         let per_second = samples.each_ref().map(|s| s.len() as f64 / (s.sum() / 1e6));
         bench.report.add(Row::values(

@@ -27,6 +27,7 @@ mod context;
 mod counting;
 mod daemon;
 mod density;
+mod echo;
 mod machine;
 mod migration;
 mod nvwrite;
@@ -46,7 +47,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use context::{Bench, Plan};
-use machine::{Filesystem, Pinning, load_average};
+use machine::{CpuTimes, Filesystem, Pinning, load_average};
 
 /// A part of the benchmark: its name for `--only`, and what it runs.
 type Section = (&'static str, fn(&mut Bench));
@@ -61,6 +62,11 @@ const SECTIONS: [Section; 7] = [
     ("instructions", counting::instructions),
     ("syscalls", counting::syscalls),
 ];
+
+/// Sections whose results are counts, not times: the machine's load does not matter.
+const COUNTING: [&str; 2] = ["instructions", "syscalls"];
+/// CPUs used by other processes (or stolen) above which timings are suspect.
+const BUSY: f64 = 0.25;
 
 struct Options {
     smoke: bool,
@@ -128,19 +134,30 @@ fn main() {
     }
 
     let mut section_loads = Vec::new();
+    let mut busy_sections = Vec::new();
     for (name, run) in SECTIONS {
         if !options.wants(name) {
             continue;
         }
         let before = load_average()[0];
+        let cpu_before = CpuTimes::now();
         let section_started = Instant::now();
         run(&mut bench);
-        let line = format!(
-            "{name}: {:.1} s, 1-min load {before:.2} -> {:.2}",
-            section_started.elapsed().as_secs_f64(),
+        let wall = section_started.elapsed();
+        let other = CpuTimes::now().others_since(&cpu_before, wall);
+        if other.others + other.steal > BUSY && !COUNTING.contains(&name) {
+            busy_sections.push(name);
+        }
+        section_loads.push(format!(
+            "{name}: {:.1} s; others kept {:.2} CPUs busy, steal {:.2}; stalled on CPU {:.0}%, \
+             on I/O {:.0}% of the time; 1-min load {before:.2} -> {:.2}",
+            wall.as_secs_f64(),
+            other.others,
+            other.steal,
+            other.cpu_stall * 100.0,
+            other.io_stall * 100.0,
             load_average()[0]
-        );
-        section_loads.push(line);
+        ));
     }
 
     let report = &bench.report;
@@ -157,9 +174,16 @@ fn main() {
         println!("{note}");
     }
     let load_at_end = load_average();
-    println!("sections (load includes the benchmark's own client and daemon):");
+    println!("sections (the load average includes the benchmark's own client and daemons):");
     for line in &section_loads {
         println!("  {line}");
+    }
+    if !busy_sections.is_empty() {
+        println!(
+            "the machine was busy (> {BUSY} CPUs used by others) during timing sections; \
+             rerun when it is quiet: cargo bench --bench vtpm_vs_swtpm -- --only {}",
+            busy_sections.join(",")
+        );
     }
     println!(
         "load average at start {:.2} {:.2} {:.2}, at end {:.2} {:.2} {:.2}; {:.0} s in all",
@@ -175,6 +199,7 @@ fn main() {
     let mut json = report.json(machine);
     json["mode"] = json!(mode(&options));
     json["sections"] = json!(section_loads);
+    json["busy_timing_sections"] = json!(busy_sections);
     json["load_average_at_end"] = json!(load_at_end);
     json["seconds"] = json!(started.elapsed().as_secs_f64());
     let path = options.json.clone().unwrap_or_else(|| {

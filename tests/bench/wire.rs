@@ -3,7 +3,7 @@
 //! what is measured and the same for both daemons.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,6 +88,14 @@ impl DataConn {
                 }
             }
         }
+    }
+
+    /// Shuts the connection down: the peer reads the end of the stream.
+    pub fn close(&mut self) {
+        let _ = match &self.stream {
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
     }
 
     /// Sends a command that must succeed and returns its response.

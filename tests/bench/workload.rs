@@ -4,6 +4,7 @@
 
 use crate::context::{Bench, Launched, Session, StartState};
 use crate::daemon::{Flavor, Transport};
+use crate::echo::Echo;
 use crate::machine::Memory;
 use crate::report::{Goal, Row};
 use crate::small::{self, SmallCommand};
@@ -37,7 +38,9 @@ pub fn unix(bench: &mut Bench) {
     });
 
     let section = "small commands, UNIX socket";
-    let ratios = small::run(bench, section, &mut pair);
+    let mut echo = Echo::start(Transport::Unix, bench.root(), &bench.pinning);
+    let ratios = small::run(bench, section, &mut pair, &mut echo);
+    drop(echo);
     latency_goal(bench, "small-command latency, UNIX", &ratios);
     small::control_channel(bench, section, &mut pair);
     nvwrite::run(bench, &mut pair);
@@ -64,7 +67,9 @@ pub fn tcp(bench: &mut Bench) {
             Tool::Plain,
         )
     });
-    let ratios = small::run(bench, "small commands, TCP socket", &mut pair);
+    let mut echo = Echo::start(Transport::Tcp, bench.root(), &bench.pinning);
+    let ratios = small::run(bench, "small commands, TCP socket", &mut pair, &mut echo);
+    drop(echo);
     latency_goal(bench, "small-command latency, TCP", &ratios);
     for session in pair {
         session.finish();
