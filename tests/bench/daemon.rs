@@ -99,7 +99,8 @@ fn kill_tree(pid: u32) {
 }
 
 pub struct Daemon {
-    pub flavor: Flavor,
+    /// For messages: "vtpm", "swtpm", or what else runs.
+    name: &'static str,
     child: Child,
     ctrl_path: PathBuf,
     pub data: DataAddress,
@@ -132,21 +133,43 @@ impl Daemon {
             "--server".to_string(),
             server,
         ];
-        let stderr_path = launch.run_dir.join("stderr");
+        let command = launch.tool.command(launch.flavor, &args);
+        Daemon::spawn(
+            launch.flavor.name(),
+            command,
+            launch.run_dir,
+            ctrl_path,
+            data,
+            pinning,
+        )
+    }
+
+    /// Spawns `command` (stdout discarded, stderr to `run_dir/stderr`) on the daemon CPU
+    /// and registers it for the panic cleanup; `ctrl_path` is where it will answer.
+    pub fn spawn(
+        name: &'static str,
+        mut command: Command,
+        run_dir: &Path,
+        ctrl_path: PathBuf,
+        data: DataAddress,
+        pinning: &Pinning,
+    ) -> Daemon {
+        let stderr_path = run_dir.join("stderr");
         let stderr = File::create(&stderr_path).expect("create the daemon's stderr file");
-        let mut command = launch.tool.command(launch.flavor, &args);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
         let (child, spawned_at) = pinning.spawn_on_daemon_cpu(|| {
             let spawned_at = Instant::now();
-            let child = spawn(&mut command);
+            let child = command
+                .spawn()
+                .unwrap_or_else(|err| panic!("spawn {command:?}: {err}"));
             (child, spawned_at)
         });
         live().push(child.id());
         Daemon {
-            flavor: launch.flavor,
+            name,
             child,
             ctrl_path,
             data,
@@ -180,14 +203,14 @@ impl Daemon {
             if let Some(status) = self.try_exit() {
                 panic!(
                     "{} exited during start-up with {status}; stderr:\n{}",
-                    self.flavor.name(),
+                    self.name,
                     self.stderr()
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "{}'s control socket {} did not answer within {timeout:?}",
-                self.flavor.name(),
+                self.name,
                 self.ctrl_path.display()
             );
             std::thread::yield_now();
@@ -215,7 +238,7 @@ impl Daemon {
             assert!(
                 Instant::now() < deadline,
                 "{} (pid {}) did not exit within {timeout:?}",
-                self.flavor.name(),
+                self.name,
                 self.child.id()
             );
             std::thread::sleep(Duration::from_micros(200));
@@ -229,7 +252,7 @@ impl Daemon {
         assert!(
             status.success(),
             "{} ended with {status} after CMD_SHUTDOWN; stderr:\n{}",
-            self.flavor.name(),
+            self.name,
             self.stderr()
         );
     }
@@ -243,12 +266,6 @@ impl Drop for Daemon {
             live().retain(|&pid| pid != self.child.id());
         }
     }
-}
-
-fn spawn(command: &mut Command) -> Child {
-    command
-        .spawn()
-        .unwrap_or_else(|err| panic!("spawn {command:?}: {err}"))
 }
 
 /// CMD_SHUTDOWN: the daemon answers 0 and ends.

@@ -114,6 +114,11 @@ impl Options {
 }
 
 fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(startup::ANSWER_ONCE) {
+        let socket = args.next().expect("--answer-once needs a socket path");
+        return startup::answer_once(socket.as_ref());
+    }
     let options = Options::parse();
     daemon::install_panic_cleanup();
     let started = Instant::now();
