@@ -16,8 +16,12 @@ pub fn load_average() -> [f64; 3] {
     [(); 3].map(|()| fields.next().unwrap_or(f64::NAN))
 }
 
+/// CPUs online (not those this thread may use: the main thread is pinned to one).
 pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .map_or(1, |n| n as usize)
 }
 
 /// CPU time of the whole machine and of the benchmark (itself and its reaped children:
