@@ -19,6 +19,9 @@ use crate::machine::{Pinning, descendants};
 use crate::tools::Tool;
 use crate::wire::DataAddress;
 
+/// Replaces the vtpm binary the benchmark runs.
+pub const VTPM_BINARY_ENV: &str = "VTPM_BENCH_BINARY";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
     Vtpm,
@@ -35,10 +38,13 @@ impl Flavor {
         }
     }
 
-    /// vtpm's release build (cargo bench builds it), or Debian's swtpm.
+    /// vtpm's release build (cargo bench builds it) — or, to measure a candidate build
+    /// (other link options, say), the binary `VTPM_BENCH_BINARY` names — or Debian's swtpm.
     pub fn program(self) -> PathBuf {
         match self {
-            Flavor::Vtpm => env!("CARGO_BIN_EXE_swtpm").into(),
+            Flavor::Vtpm => std::env::var_os(VTPM_BINARY_ENV)
+                .filter(|path| !path.is_empty())
+                .map_or_else(|| env!("CARGO_BIN_EXE_swtpm").into(), PathBuf::from),
             Flavor::Swtpm => "/usr/bin/swtpm".into(),
         }
     }

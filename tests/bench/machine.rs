@@ -142,6 +142,15 @@ impl Pinning {
         spawned
     }
 
+    /// Runs `measure` with the client (the calling thread) on the daemon CPU: no
+    /// cross-CPU wake-ups, so what a command costs the CPU shows in its latency.
+    pub fn client_on_daemon_cpu<T>(&self, measure: impl FnOnce() -> T) -> T {
+        pin_current_thread(DAEMON_CPU);
+        let result = measure();
+        pin_current_thread(CLIENT_CPU);
+        result
+    }
+
     pub fn describe(&self) -> String {
         if self.enabled {
             format!("client on CPU {CLIENT_CPU}, every daemon on CPU {DAEMON_CPU}")
@@ -161,8 +170,9 @@ fn pin_current_thread(cpu: usize) -> bool {
 pub struct Memory {
     pub rss: u64,
     pub pss: u64,
-    /// Private_Clean + Private_Dirty (USS): unlike PSS, independent of which other
-    /// processes on the machine map the same libraries.
+    /// Private_Clean + Private_Dirty (USS): pages no other process maps. Like PSS it
+    /// depends on what else runs (a library page is private when no one else maps it);
+    /// only the anonymous figure does not.
     pub private: u64,
     pub anonymous: u64,
 }

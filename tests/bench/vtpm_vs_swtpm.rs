@@ -10,6 +10,7 @@
 //! instructions, syscalls), `--json <path>` (default `target/bench/vtpm_vs_swtpm-<mode>.json`).
 //! `VTPM_BENCH_DIR` chooses where the state directories live (default `/tmp`): the
 //! durable-write figures are those of that filesystem, which the output names.
+//! `VTPM_BENCH_BINARY` runs another vtpm binary in vtpm's place (a candidate build).
 //!
 //! Both daemons get the same command line (`socket --tpm2 --tpmstate dir=…
 //! --ctrl type=unixio,path=… --server type=unixio,path=…|type=tcp,port=…`), a fresh

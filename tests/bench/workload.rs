@@ -12,6 +12,8 @@ use crate::tools::Tool;
 use crate::{nvwrite, primary};
 
 const MEMORY: &str = "memory (smaps_rollup)";
+/// The goals use the client on its own CPU; this variant shows the daemons' CPU cost.
+const SAME_CPU: &str = "small commands, UNIX socket, client on the daemons' CPU";
 
 pub fn unix(bench: &mut Bench) {
     let mut before_init = [Memory::default(); 2];
@@ -40,6 +42,12 @@ pub fn unix(bench: &mut Bench) {
     let section = "small commands, UNIX socket";
     let mut echo = Echo::start(Transport::Unix, bench.root(), &bench.pinning);
     let ratios = small::run(bench, section, &mut pair, &mut echo);
+    let pinning = bench.pinning;
+    if pinning.enabled {
+        pinning.client_on_daemon_cpu(|| {
+            small::run(bench, SAME_CPU, &mut pair, &mut echo);
+        });
+    }
     drop(echo);
     latency_goal(bench, "small-command latency, UNIX", &ratios);
     small::control_channel(bench, section, &mut pair);
