@@ -47,7 +47,7 @@ impl Plan {
             small_warmup: 200,
             nv_rounds: 20,
             nv_batch: 25,
-            primary_rounds: 10,
+            primary_rounds: 20,
             migration_rounds: 30,
             density_sizes: vec![50, 200],
             density_rounds: 3,
