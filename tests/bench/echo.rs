@@ -1,7 +1,8 @@
-//! The transport's floor for a small command: a trivial server in the benchmark process,
-//! on the daemons' CPU, that answers every command at once with a 10-byte success
-//! response. The same client measures it in the same rounds as the daemons; what a
-//! daemon takes beyond it is the daemon's own work and libtpms'.
+//! The transport's reference for a small command: a trivial server thread in the
+//! benchmark process, on the daemons' CPU, that answers every command at once with a
+//! 10-byte success response, measured by the same client in the same rounds as the
+//! daemons. Not a strict floor across CPUs: waking a thread of the client's own process
+//! is not the same as waking another process, and a daemon has come in below it.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -58,8 +58,8 @@ pub fn batch(data: &mut DataConn, command: &[u8], count: usize, samples: &mut Sa
 }
 
 /// Latency of each small command on both daemons' data channels, in interleaved rounds,
-/// and of the echo server (the transport's floor) in the same rounds; adds the rows and
-/// returns the median ratio vtpm/swtpm per command.
+/// and of the echo server (the transport's reference) in the same rounds; adds the rows
+/// and returns the median ratio vtpm/swtpm per command.
 pub fn run(
     bench: &mut Bench,
     section: &'static str,
@@ -70,11 +70,11 @@ pub fn run(
     let commands: Vec<(SmallCommand, Vec<u8>)> =
         SmallCommand::ALL.iter().map(|&c| (c, c.bytes())).collect();
     let mut latencies: Vec<[Samples; 2]> = vec![Default::default(); commands.len()];
-    let mut floor = Samples::default();
-    let floor_command = SmallCommand::GetRandom.bytes();
+    let mut echo_samples = Samples::default();
+    let echo_command = SmallCommand::GetRandom.bytes();
     batch(
         &mut echo.conn,
-        &floor_command,
+        &echo_command,
         plan.small_warmup,
         &mut Samples::default(),
     );
@@ -99,7 +99,12 @@ pub fn run(
                 );
             }
         }
-        batch(&mut echo.conn, &floor_command, plan.small_batch, &mut floor);
+        batch(
+            &mut echo.conn,
+            &echo_command,
+            plan.small_batch,
+            &mut echo_samples,
+        );
     }
     let mut ratios = Vec::new();
     for ((command, _), samples) in commands.iter().zip(&latencies) {
@@ -109,9 +114,9 @@ pub fn run(
     }
     bench.report.add(Row::reference(
         section,
-        "floor: echo server, same client, socket and CPU",
+        "reference: echo server thread, same client, socket, CPU",
         "us",
-        &floor,
+        &echo_samples,
     ));
     for ((command, _), samples) in commands.iter().zip(&latencies) {
         let per_second = samples.each_ref().map(|s| s.len() as f64 / (s.sum() / 1e6));
