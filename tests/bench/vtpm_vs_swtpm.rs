@@ -1,7 +1,7 @@
 //! vtpm next to Debian's swtpm 0.7.1 (`/usr/bin/swtpm`): the side-by-side benchmark.
 //!
 //! ```text
-//! cargo bench --bench vtpm_vs_swtpm                 # full run, a few minutes on 2 cores
+//! cargo bench --bench vtpm_vs_swtpm                 # full run, about a minute on 2 cores
 //! cargo bench --bench vtpm_vs_swtpm -- --smoke      # every path briefly, seconds
 //! cargo bench --bench vtpm_vs_swtpm -- --only startup,unix,tcp   # rerun some sections
 //! ```
@@ -17,11 +17,16 @@
 //! state directory each (empty, or a copy of one state manufactured at the beginning by
 //! swtpm, so that both have the same seeds), and are driven over real sockets as QEMU
 //! drives them. Runs alternate A B, B A; the client stays on CPU 0 and every daemon runs
-//! on CPU 1. Timing sections report medians (and p99), counting sections (callgrind,
-//! strace) are independent of the machine's load. The table shows vtpm, swtpm and the
-//! ratio vtpm/swtpm; then every goal of the issue with PASS/FAIL, the profiles, and the
-//! path of the JSON file with everything. Needs valgrind and strace for the counting
-//! sections. No daemon outlives the benchmark, also when it panics.
+//! on CPU 1 (small commands are measured a second time with the client on CPU 1 too).
+//! Timing sections report medians (and p99) next to references that are not daemons
+//! (a minimal process, an echo server, a bare write + fdatasync); counting sections
+//! (callgrind, strace) do not depend on the machine's load. Each section reports how
+//! busy the rest of the machine was. The table shows vtpm, swtpm and the ratio
+//! vtpm/swtpm; then every goal of the issue with PASS/FAIL, the profiles, and the path
+//! of the JSON file with everything. Needs valgrind and strace; under valgrind, which
+//! cannot run the seccomp call, daemons run without their filter (`--seccomp
+//! action=none`, or the `no_seccomp.c` shim for a vtpm without that option). No daemon
+//! outlives the benchmark, also when it panics.
 
 mod common;
 mod context;
