@@ -4,9 +4,9 @@
 //! between the two (and which goes first) so that machine noise hits both alike; the
 //! medians and their ratio are printed.
 //!
-//!   cargo bench --bench bench_setup               # full: 15 rounds
-//!   cargo bench --bench bench_setup -- --quick    # CI-sized: 3 rounds
-//!   VTPM_BENCH_DAEMON=vtpm cargo bench --bench bench_setup   # vtpm's daemon for both
+//!   cargo bench --bench swtpm_setup_vs_debian               # full: 15 rounds
+//!   cargo bench --bench swtpm_setup_vs_debian -- --quick    # CI-sized: 3 rounds
+//!   VTPM_BENCH_DAEMON=vtpm cargo bench --bench swtpm_setup_vs_debian   # vtpm's daemon for both
 //!
 //! The daemon defaults to Debian's /usr/bin/swtpm, so that the numbers compare the
 //! setup tools only.
