@@ -56,7 +56,7 @@ impl Flavor {
 
     /// A B in even rounds, B A in odd ones: neither always runs first.
     pub fn in_order(round: usize) -> [Flavor; 2] {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             [Flavor::Vtpm, Flavor::Swtpm]
         } else {
             [Flavor::Swtpm, Flavor::Vtpm]
