@@ -1,8 +1,10 @@
 //! `swtpm_bios`: vtpm's drop-in for swtpm's BIOS emulator — TPM_Startup and friends over
 //! the data channel, as firmware would send them (cli.md §13).
 
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
+
+use vtpm::tools::{print_err, print_out};
 
 use vtpm::tools::bios::args::{self, Environment, Outcome};
 use vtpm::tools::bios::commands::PLATFORM_AUTH_LEN;
@@ -55,20 +57,4 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(status)
-}
-
-/// Prints `text` on stdout and returns `status`, or 1 if stdout cannot take it.
-fn print_out(text: &str, status: u8) -> u8 {
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => status,
-        Err(_) => 1,
-    }
-}
-
-fn print_err(line: &str) {
-    let _ = writeln!(io::stderr().lock(), "{line}");
 }

@@ -1,8 +1,10 @@
 //! `swtpm_ioctl`: vtpm's drop-in for swtpm's control tool — one control command to a
 //! running emulator over its UNIX or TCP control channel (cli.md §12).
 
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
+
+use vtpm::tools::{print_err, print_out};
 
 use vtpm::tools::ioctl::args::{self, Outcome};
 use vtpm::tools::ioctl::help;
@@ -39,21 +41,4 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(status)
-}
-
-/// Prints `text` on stdout and returns `status`, or 1 if stdout cannot take it.
-fn print_out(text: &str, status: u8) -> u8 {
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => status,
-        Err(_) => 1,
-    }
-}
-
-/// A line on stderr; nothing else is left to tell if stderr is gone.
-fn print_err(line: &str) {
-    let _ = writeln!(io::stderr().lock(), "{line}");
 }

@@ -6,7 +6,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::{Digest, Sha1};
 
-use super::tpm2::Reader;
+use crate::tpm::wire::{Reader, command};
 
 const TAG_RQU_COMMAND: u16 = 0x00C1;
 const TAG_RQU_AUTH1_COMMAND: u16 = 0x00C2;
@@ -38,15 +38,6 @@ const EK_ANTI_REPLAY: [u8; 20] = [
 
 /// The label TPM 1.2 uses for OAEP encryption of secrets to its keys.
 pub const OAEP_LABEL: &[u8] = b"TCPA";
-
-fn command(tag: u16, ordinal: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + body.len());
-    out.extend_from_slice(&tag.to_be_bytes());
-    out.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
-    out.extend_from_slice(&ordinal.to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
 
 pub fn physical_presence(value: u16) -> Vec<u8> {
     command(

@@ -2,6 +2,7 @@
 //! the parsers for their responses, plus the EK and storage-key templates (§1.3). Pure:
 //! byte strings in and out; parsers return `None` on anything malformed.
 
+use crate::tpm::wire::{Reader, put_sized, put_u16, put_u32};
 use crate::tpm::{TPM2_ST_NO_SESSIONS, TPM2_ST_SESSIONS};
 
 pub const CC_EVICT_CONTROL: u32 = 0x120;
@@ -149,34 +150,34 @@ pub fn ek_template(kind: EkKind, allow_signing: bool, decryption: bool) -> Vec<u
         ALG_RSA
     };
     let mut out = Vec::with_capacity(320);
-    put16(&mut out, key_type);
-    put16(&mut out, name_alg);
-    put32(&mut out, attributes);
+    put_u16(&mut out, key_type);
+    put_u16(&mut out, name_alg);
+    put_u32(&mut out, attributes);
     put_sized(&mut out, policy);
     if allow_signing {
-        put16(&mut out, ALG_NULL);
+        put_u16(&mut out, ALG_NULL);
     } else {
-        put16(&mut out, ALG_AES);
-        put16(&mut out, aes_bits);
-        put16(&mut out, ALG_CFB);
+        put_u16(&mut out, ALG_AES);
+        put_u16(&mut out, aes_bits);
+        put_u16(&mut out, ALG_CFB);
     }
-    put16(&mut out, ALG_NULL); // scheme
+    put_u16(&mut out, ALG_NULL); // scheme
     match kind {
         EkKind::Rsa2048 => {
-            put16(&mut out, 2048);
-            put32(&mut out, 0);
+            put_u16(&mut out, 2048);
+            put_u32(&mut out, 0);
             put_sized(&mut out, &[0; 256]);
         }
         EkKind::Rsa3072 => {
-            put16(&mut out, 3072);
-            put32(&mut out, 0);
-            put16(&mut out, 0);
+            put_u16(&mut out, 3072);
+            put_u32(&mut out, 0);
+            put_u16(&mut out, 0);
         }
         EkKind::EccP384 => {
-            put16(&mut out, ECC_NIST_P384);
-            put16(&mut out, ALG_NULL); // kdf
-            put16(&mut out, 0);
-            put16(&mut out, 0);
+            put_u16(&mut out, ECC_NIST_P384);
+            put_u16(&mut out, ALG_NULL); // kdf
+            put_u16(&mut out, 0);
+            put_u16(&mut out, 0);
         }
     }
     out
@@ -194,22 +195,22 @@ pub fn spk_template(ecc: bool, rsa_bits: u16) -> Vec<u8> {
         | DECRYPT;
     let high = ecc || rsa_bits > 2048;
     let mut out = Vec::with_capacity(400);
-    put16(&mut out, if ecc { ALG_ECC } else { ALG_RSA });
-    put16(&mut out, if high { ALG_SHA384 } else { ALG_SHA256 });
-    put32(&mut out, attributes);
-    put16(&mut out, 0); // no policy
-    put16(&mut out, ALG_AES);
-    put16(&mut out, if high { 256 } else { 128 });
-    put16(&mut out, ALG_CFB);
-    put16(&mut out, ALG_NULL);
+    put_u16(&mut out, if ecc { ALG_ECC } else { ALG_RSA });
+    put_u16(&mut out, if high { ALG_SHA384 } else { ALG_SHA256 });
+    put_u32(&mut out, attributes);
+    put_u16(&mut out, 0); // no policy
+    put_u16(&mut out, ALG_AES);
+    put_u16(&mut out, if high { 256 } else { 128 });
+    put_u16(&mut out, ALG_CFB);
+    put_u16(&mut out, ALG_NULL);
     if ecc {
-        put16(&mut out, ECC_NIST_P384);
-        put16(&mut out, ALG_NULL);
+        put_u16(&mut out, ECC_NIST_P384);
+        put_u16(&mut out, ALG_NULL);
         put_sized(&mut out, &[0; 48]);
         put_sized(&mut out, &[0; 48]);
     } else {
-        put16(&mut out, rsa_bits);
-        put32(&mut out, 0);
+        put_u16(&mut out, rsa_bits);
+        put_u32(&mut out, 0);
         put_sized(&mut out, &vec![0; usize::from(rsa_bits / 8)]);
     }
     out
@@ -218,7 +219,7 @@ pub fn spk_template(ecc: bool, rsa_bits: u16) -> Vec<u8> {
 /// A command: header, handles, an empty-password session when `authorized`, parameters.
 fn command(code: u32, handles: &[u32], authorized: bool, parameters: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + parameters.len());
-    put16(
+    put_u16(
         &mut out,
         if authorized {
             TPM2_ST_SESSIONS
@@ -226,17 +227,17 @@ fn command(code: u32, handles: &[u32], authorized: bool, parameters: &[u8]) -> V
             TPM2_ST_NO_SESSIONS
         },
     );
-    put32(&mut out, 0);
-    put32(&mut out, code);
+    put_u32(&mut out, 0);
+    put_u32(&mut out, code);
     for handle in handles {
-        put32(&mut out, *handle);
+        put_u32(&mut out, *handle);
     }
     if authorized {
-        put32(&mut out, 9);
-        put32(&mut out, RS_PW);
-        put16(&mut out, 0); // nonce
+        put_u32(&mut out, 9);
+        put_u32(&mut out, RS_PW);
+        put_u16(&mut out, 0); // nonce
         out.push(0); // session attributes
-        put16(&mut out, 0); // password
+        put_u16(&mut out, 0); // password
     }
     out.extend_from_slice(parameters);
     let size = out.len() as u32;
@@ -247,8 +248,8 @@ fn command(code: u32, handles: &[u32], authorized: bool, parameters: &[u8]) -> V
 pub fn create_primary(hierarchy: u32, template: &[u8]) -> Vec<u8> {
     let mut parameters = vec![0, 4, 0, 0, 0, 0]; // inSensitive: empty auth and data
     put_sized(&mut parameters, template);
-    put16(&mut parameters, 0); // outsideInfo
-    put32(&mut parameters, 0); // creationPCR
+    put_u16(&mut parameters, 0); // outsideInfo
+    put_u32(&mut parameters, 0); // creationPCR
     command(CC_CREATE_PRIMARY, &[hierarchy], true, &parameters)
 }
 
@@ -267,12 +268,12 @@ pub fn flush_context(handle: u32) -> Vec<u8> {
 
 pub fn nv_define_space(index: u32, attributes: u32, size: u16) -> Vec<u8> {
     let mut parameters = vec![0, 0]; // auth
-    put16(&mut parameters, 14);
-    put32(&mut parameters, index);
-    put16(&mut parameters, ALG_SHA256);
-    put32(&mut parameters, attributes);
-    put16(&mut parameters, 0); // authPolicy
-    put16(&mut parameters, size);
+    put_u16(&mut parameters, 14);
+    put_u32(&mut parameters, index);
+    put_u16(&mut parameters, ALG_SHA256);
+    put_u32(&mut parameters, attributes);
+    put_u16(&mut parameters, 0); // authPolicy
+    put_u16(&mut parameters, size);
     command(CC_NV_DEFINE_SPACE, &[RH_PLATFORM], true, &parameters)
 }
 
@@ -283,7 +284,7 @@ pub fn nv_writes(index: u32, data: &[u8]) -> Vec<Vec<u8>> {
         .map(|(n, chunk)| {
             let mut parameters = Vec::with_capacity(chunk.len() + 4);
             put_sized(&mut parameters, chunk);
-            put16(&mut parameters, (n * NV_WRITE_CHUNK) as u16);
+            put_u16(&mut parameters, (n * NV_WRITE_CHUNK) as u16);
             command(CC_NV_WRITE, &[RH_PLATFORM, index], true, &parameters)
         })
         .collect()
@@ -295,9 +296,9 @@ pub fn nv_write_lock(index: u32) -> Vec<u8> {
 
 pub fn get_capability_pcrs() -> Vec<u8> {
     let mut parameters = Vec::new();
-    put32(&mut parameters, CAP_PCRS);
-    put32(&mut parameters, 0);
-    put32(&mut parameters, 64);
+    put_u32(&mut parameters, CAP_PCRS);
+    put_u32(&mut parameters, 0);
+    put_u32(&mut parameters, 64);
     command(CC_GET_CAPABILITY, &[], false, &parameters)
 }
 
@@ -310,9 +311,9 @@ pub struct PcrBank {
 
 pub fn pcr_allocate(banks: &[PcrBank]) -> Vec<u8> {
     let mut parameters = Vec::new();
-    put32(&mut parameters, banks.len() as u32);
+    put_u32(&mut parameters, banks.len() as u32);
     for bank in banks {
-        put16(&mut parameters, bank.hash_alg);
+        put_u16(&mut parameters, bank.hash_alg);
         parameters.push(bank.select.len() as u8);
         parameters.extend_from_slice(&bank.select);
     }
@@ -462,56 +463,6 @@ pub fn parse_public(public: &[u8]) -> Option<PublicArea> {
             Some(PublicArea::Ecc { curve, x, y })
         }
         _ => None,
-    }
-}
-
-fn put16(out: &mut Vec<u8>, value: u16) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-
-fn put32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-
-fn put_sized(out: &mut Vec<u8>, data: &[u8]) {
-    put16(out, data.len() as u16);
-    out.extend_from_slice(data);
-}
-
-/// A cursor over big-endian fields that returns `None` past the end.
-pub struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { bytes }
-    }
-
-    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.bytes.len() {
-            return None;
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Some(head)
-    }
-
-    pub fn skip(&mut self, n: usize) -> Option<()> {
-        self.take(n).map(|_| ())
-    }
-
-    pub fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    pub fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    pub fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 

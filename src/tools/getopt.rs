@@ -25,6 +25,13 @@ pub struct LongOption<Id> {
     pub id: Id,
 }
 
+impl<Id> LongOption<Id> {
+    /// For option tables: `LongOption::new("tcp", Arg::Required, Opt::Tcp)`.
+    pub const fn new(name: &'static str, arg: Arg, id: Id) -> LongOption<Id> {
+        LongOption { name, arg, id }
+    }
+}
+
 /// Where an option's value was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Value<'a> {

@@ -16,7 +16,7 @@ pub mod number;
 pub mod target;
 pub mod transport;
 
-use std::io;
+use std::io::{self, Write};
 
 use nix::errno::Errno;
 
@@ -30,4 +30,21 @@ pub fn os_reason(err: &io::Error) -> String {
         Some(code) => Errno::from_raw(code).desc().to_owned(),
         None => err.to_string(),
     }
+}
+
+/// Prints `text` on stdout and returns `status`, or 1 if stdout cannot take it.
+pub fn print_out(text: &str, status: u8) -> u8 {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => status,
+        Err(_) => 1,
+    }
+}
+
+/// A line on stderr; nothing else is left to tell if stderr is gone.
+pub fn print_err(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }

@@ -1,6 +1,8 @@
 //! TPM wire facts vtpm needs itself: packet headers, a few response codes, and the
 //! handful of commands the daemon sends on its own (Startup, Shutdown).
 
+pub mod wire;
+
 use std::fmt;
 
 /// Which TPM the daemon emulates.
@@ -110,7 +112,7 @@ pub enum StartupType {
 }
 
 /// TPM_Startup / TPM2_Startup of the given type; `None` where TPM 2 has no such type.
-pub fn startup_command(version: TpmVersion, kind: StartupType) -> Option<[u8; 12]> {
+pub fn startup_command(version: TpmVersion, kind: StartupType) -> Option<Vec<u8>> {
     let (tag, code, param): (u16, u32, u16) = match (version, kind) {
         (TpmVersion::V2, StartupType::Clear) => {
             (TPM2_ST_NO_SESSIONS, TPM2_CC_STARTUP, TPM2_SU_CLEAR)
@@ -123,21 +125,16 @@ pub fn startup_command(version: TpmVersion, kind: StartupType) -> Option<[u8; 12
         (TpmVersion::V1_2, StartupType::State) => (TPM_TAG_RQU_COMMAND, TPM_ORD_STARTUP, 2),
         (TpmVersion::V1_2, StartupType::Deactivated) => (TPM_TAG_RQU_COMMAND, TPM_ORD_STARTUP, 3),
     };
-    Some(command12(tag, code, param))
+    Some(wire::command(tag, code, &param.to_be_bytes()))
 }
 
 /// TPM2_Shutdown with `shutdown_type` (`TPM2_SU_STATE` or `TPM2_SU_CLEAR`).
-pub fn tpm2_shutdown_command(shutdown_type: u16) -> [u8; 12] {
-    command12(TPM2_ST_NO_SESSIONS, TPM2_CC_SHUTDOWN, shutdown_type)
-}
-
-fn command12(tag: u16, code: u32, param: u16) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out[..2].copy_from_slice(&tag.to_be_bytes());
-    out[2..6].copy_from_slice(&12u32.to_be_bytes());
-    out[6..10].copy_from_slice(&code.to_be_bytes());
-    out[10..].copy_from_slice(&param.to_be_bytes());
-    out
+pub fn tpm2_shutdown_command(shutdown_type: u16) -> Vec<u8> {
+    wire::command(
+        TPM2_ST_NO_SESSIONS,
+        TPM2_CC_SHUTDOWN,
+        &shutdown_type.to_be_bytes(),
+    )
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ enum Opt {
 }
 
 const fn opt(name: &'static str, arg: Arg, id: Opt) -> LongOption<Opt> {
-    LongOption { name, arg, id }
+    LongOption::new(name, arg, id)
 }
 
 /// swtpm_bios' options, in its order (getopt lists ambiguous candidates in this order).

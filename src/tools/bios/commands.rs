@@ -1,6 +1,7 @@
 //! The TPM commands swtpm_bios sends, byte for byte (TPM 1.2 main spec part 3, TPM 2.0
 //! library spec part 3), and the one response it looks into. Pure.
 
+use crate::tpm::wire::command;
 use crate::tpm::{
     self, HEADER_LEN, Header, StartupType, TPM_TAG_RQU_COMMAND, TPM2_ST_NO_SESSIONS,
     TPM2_ST_SESSIONS, TpmVersion,
@@ -30,19 +31,9 @@ const TPM2_ALG_SHA256: u16 = 0x000B;
 /// The size of the platform hierarchy's new authValue (a SHA-256 digest's size).
 pub const PLATFORM_AUTH_LEN: usize = 32;
 
-fn command(tag: u16, code: u32, parameters: &[u8]) -> Vec<u8> {
-    let size = (HEADER_LEN + parameters.len()) as u32;
-    let mut out = Vec::with_capacity(size as usize);
-    out.extend_from_slice(&tag.to_be_bytes());
-    out.extend_from_slice(&size.to_be_bytes());
-    out.extend_from_slice(&code.to_be_bytes());
-    out.extend_from_slice(parameters);
-    out
-}
-
 /// TPM_Startup / TPM2_Startup; `None` for TPM 2 and DEACTIVATED, which it lacks.
 pub fn startup(version: TpmVersion, kind: StartupType) -> Option<Vec<u8>> {
-    tpm::startup_command(version, kind).map(|bytes| bytes.to_vec())
+    tpm::startup_command(version, kind)
 }
 
 pub fn tsc_physical_presence(flags: u16) -> Vec<u8> {

@@ -151,7 +151,7 @@ enum Cmd {
 }
 
 const fn opt(name: &'static str, arg: Arg, id: Opt) -> LongOption<Opt> {
-    LongOption { name, arg, id }
+    LongOption::new(name, arg, id)
 }
 
 /// swtpm_ioctl's options, in its order (getopt lists ambiguous candidates in this order).
