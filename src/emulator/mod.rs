@@ -87,7 +87,10 @@ pub enum AfterSetState {
 }
 
 pub struct Emulator {
-    tpm: Tpm,
+    /// libtpms, taken on first use: loading it (on a thread of its own since the control
+    /// socket was bound) may still be going on while commands that need no TPM are served.
+    tpm: Option<Tpm>,
+    version: TpmVersion,
     store: Option<Store>,
     keys: Keys,
     behaviour: Behaviour,
@@ -120,9 +123,15 @@ struct Restart {
 }
 
 impl Emulator {
-    pub fn new(tpm: Tpm, store: Option<Store>, keys: Keys, behaviour: Behaviour) -> Emulator {
+    pub fn new(
+        version: TpmVersion,
+        store: Option<Store>,
+        keys: Keys,
+        behaviour: Behaviour,
+    ) -> Emulator {
         Emulator {
-            tpm,
+            tpm: None,
+            version,
             store,
             keys,
             behaviour,
@@ -144,7 +153,7 @@ impl Emulator {
     }
 
     pub fn version(&self) -> TpmVersion {
-        self.tpm.version()
+        self.version
     }
 
     /// CMD_GET_CONFIG's flags.
@@ -157,7 +166,7 @@ impl Emulator {
     }
 
     pub fn canceller(&self) -> crate::libtpms::Canceller {
-        self.tpm.canceller()
+        crate::libtpms::Canceller::new()
     }
 
     /// The store, state key and locality, for calls that do not go through libtpms.
@@ -172,16 +181,47 @@ impl Emulator {
         }
     }
 
+    /// libtpms, taken (and loaded, if the loader thread has not finished) on first use;
+    /// from `--log level=5` on, libtpms' own debug output joins the log, indented.
+    fn tpm(&mut self) -> Result<&mut Tpm, TpmRc> {
+        if self.tpm.is_none() {
+            let mut tpm = Tpm::acquire(self.version).map_err(|err| {
+                log_error!("{}", error_chain(&err));
+                TPM_FAIL
+            })?;
+            let level = crate::log::level();
+            if let (5.., Some(fd)) = (level, crate::log::raw_fd()) {
+                tpm.set_debug(fd, level - 4, &format!("{}    ", crate::log::prefix()));
+            }
+            self.tpm = Some(tpm);
+        }
+        self.tpm.as_mut().ok_or(TPM_FAIL)
+    }
+
+    /// Stops libtpms, if it was ever taken.
+    fn terminate_tpm(&mut self) {
+        if let Some(tpm) = self.tpm.as_mut() {
+            tpm.terminate();
+        }
+    }
+
     /// Runs `call` on libtpms with this emulator's store and locality as its host.
-    fn with_tpm<R>(&mut self, call: impl FnOnce(&mut Tpm, &mut dyn Host) -> R) -> R {
+    fn with_tpm<T>(
+        &mut self,
+        call: impl FnOnce(&mut Tpm, &mut dyn Host) -> Result<T, TpmRc>,
+    ) -> Result<T, TpmRc> {
         self.with_tpm_host(false, call)
     }
 
-    fn with_tpm_host<R>(
+    fn with_tpm_host<T>(
         &mut self,
         in_command: bool,
-        call: impl FnOnce(&mut Tpm, &mut dyn Host) -> R,
-    ) -> R {
+        call: impl FnOnce(&mut Tpm, &mut dyn Host) -> Result<T, TpmRc>,
+    ) -> Result<T, TpmRc> {
+        self.tpm()?;
+        let Some(tpm) = self.tpm.as_mut() else {
+            return Err(TPM_FAIL);
+        };
         let mut host = StateHost {
             store: self.store.as_mut(),
             state_key: self.keys.state.as_ref(),
@@ -190,12 +230,16 @@ impl Emulator {
             in_command,
             events: &mut self.events,
         };
-        call(&mut self.tpm, &mut host)
+        call(tpm, &mut host)
     }
 
     /// Publishes what the control channel reads without the lock.
     fn publish(&mut self) {
-        let established = self.running && self.tpm.established().unwrap_or(false);
+        let established = self.running
+            && self
+                .tpm
+                .as_mut()
+                .is_some_and(|tpm| tpm.established().unwrap_or(false));
         self.status
             .established
             .store(established, Ordering::Release);
@@ -228,7 +272,7 @@ impl Emulator {
         self.events = HostEvents::default();
         if let Err(rc) = self.with_tpm(|tpm, host| tpm.main_init(host)) {
             self.report_start_failure(rc);
-            self.tpm.terminate();
+            self.terminate_tpm();
             self.publish();
             return Err(rc);
         }
@@ -246,7 +290,7 @@ impl Emulator {
             log_error!("could not start the TPM: libtpms answered {rc:#x}");
             return;
         }
-        let version = Tpm::library_version();
+        let version = self.tpm.as_ref().map_or(0, Tpm::library_version);
         log_error!(
             "libtpms {}.{}.{} refused the TPM state in {} (result {rc:#x}); it was left unchanged. Restore it from a backup, or move it away to start a new TPM (its keys and NV contents are then lost); state written by a newer libtpms is refused the same way",
             version >> 16,
@@ -293,7 +337,7 @@ impl Emulator {
             self.auto_shutdown();
         }
         self.restart = None;
-        self.tpm.terminate();
+        self.terminate_tpm();
         self.running = false;
         self.publish();
     }
@@ -309,12 +353,9 @@ impl Emulator {
         }
         for shutdown_type in [tpm::TPM2_SU_STATE, tpm::TPM2_SU_CLEAR] {
             let mut command = tpm::tpm2_shutdown_command(shutdown_type);
-            let rc = self.with_tpm(|tpm, host| {
-                tpm.process(host, &mut command)
-                    .ok()
-                    .and_then(tpm::response_code)
-            });
-            if matches!(rc, Some(0 | tpm::TPM2_RC_INITIALIZE)) {
+            let rc =
+                self.with_tpm(|tpm, host| tpm.process(host, &mut command).map(tpm::response_code));
+            if matches!(rc, Ok(Some(0 | tpm::TPM2_RC_INITIALIZE))) {
                 break;
             }
         }
@@ -405,7 +446,7 @@ impl Emulator {
                 log_error!(
                     "could not save the TPM's volatile state after a failed write (libtpms answered {rc:#x}); the TPM stops until the next INIT"
                 );
-                self.tpm.terminate();
+                self.terminate_tpm();
                 self.running = false;
             }
         }
@@ -415,7 +456,7 @@ impl Emulator {
         let Some(restart) = self.restart.take() else {
             return;
         };
-        self.tpm.terminate();
+        self.terminate_tpm();
         let volatile = &restart.volatile;
         let set =
             self.with_tpm(|tpm, host| tpm.set_state(host, StateKind::Volatile, Some(volatile)));
@@ -433,7 +474,7 @@ impl Emulator {
                 log_error!(
                     "could not restart the TPM from its stored state (libtpms answered {rc:#x}); trying again before the next command"
                 );
-                self.tpm.terminate();
+                self.terminate_tpm();
                 self.restart = Some(restart);
             }
         }
@@ -659,13 +700,13 @@ impl Emulator {
         if size != 0 && self.running {
             return Err(result::TPM_BAD_ORDINAL);
         }
-        Ok(self.tpm.set_buffer_size(size))
+        Ok(self.tpm()?.set_buffer_size(size))
     }
 
     /// CMD_GET_INFO: libtpms' JSON text, from `offset`, as the full response.
     pub fn get_info(&mut self, flags: u64, offset: u32) -> Vec<u8> {
         // libtpms takes the flags as a 32-bit C enum.
-        match self.tpm.info(flags as u32) {
+        match self.tpm().ok().and_then(|tpm| tpm.info(flags as u32)) {
             Some(text) => {
                 let mut with_nul = text.into_bytes();
                 with_nul.push(0);
@@ -699,7 +740,7 @@ impl Emulator {
 
     /// libtpms' JSON info text (for `--print-info` and the capabilities).
     pub fn info_text(&mut self, flags: u32) -> Option<String> {
-        self.tpm.info(flags)
+        self.tpm().ok()?.info(flags)
     }
 }
 
