@@ -106,6 +106,10 @@ pub struct Emulator {
     handed_over: bool,
     /// Retries (10 ms apart) for the next time the lock is taken.
     lock_retries: u32,
+    /// The state blobs GET_STATEBLOB handed out since the TPM last ran (a bit per
+    /// [`StateKind`]): all three mean that an outgoing migration, or a saved VM, has
+    /// the whole state, and that it lives there now.
+    blobs_sent: u8,
     /// A failed write put libtpms into failure mode and it has to be restarted from
     /// the stored state (with this volatile state, when it could be saved).
     restart: Option<Restart>,
@@ -141,6 +145,7 @@ impl Emulator {
             lock_deferred: behaviour.incoming_migration,
             handed_over: false,
             lock_retries: 0,
+            blobs_sent: 0,
             restart: None,
             events: HostEvents::default(),
             last_ordinal: 0,
@@ -278,6 +283,7 @@ impl Emulator {
         }
         self.running = true;
         self.last_ordinal = 0;
+        self.blobs_sent = 0;
         log_info!("TPM {} started", self.version());
         self.publish();
         Ok(())
@@ -327,13 +333,22 @@ impl Emulator {
         self.stop_running();
     }
 
+    fn all_blobs_sent(&self) -> bool {
+        StateKind::ALL
+            .into_iter()
+            .all(|kind| self.blobs_sent & blob_bit(kind) != 0)
+    }
+
     fn stop_running(&mut self) {
         if !self.running {
             return;
         }
-        // After a hand-over the state belongs to the destination: a TPM2_Shutdown
-        // would write it. Before a restart libtpms is not running at all.
-        if !self.handed_over && self.restart.is_none() {
+        // After a hand-over, or once an outgoing migration has every blob, the state
+        // belongs to the destination: a TPM2_Shutdown would write it here and fork it
+        // (QEMU sends no STOP on a migration source, only SHUTDOWN when it quits; a
+        // VM that resumes sends a TPM command first, which clears `blobs_sent`). Before
+        // a restart libtpms is not running at all.
+        if !self.handed_over && !self.all_blobs_sent() && self.restart.is_none() {
             self.auto_shutdown();
         }
         self.restart = None;
@@ -396,6 +411,7 @@ impl Emulator {
             return;
         };
         self.last_ordinal = header.code;
+        self.blobs_sent = 0;
         if header.code == tpm::TPM_CC_SET_LOCALITY {
             out.extend_from_slice(&self.vendor_set_locality(command));
             return;
@@ -527,6 +543,7 @@ impl Emulator {
         if locality > 4 {
             return result::TPM_BAD_LOCALITY;
         }
+        self.blobs_sent = 0;
         let saved = std::mem::replace(&mut self.locality, locality);
         let rc = self.with_tpm(|tpm, host| tpm.reset_established(host));
         self.locality = saved;
@@ -535,18 +552,21 @@ impl Emulator {
     }
 
     pub fn hash_start(&mut self) -> u32 {
+        self.blobs_sent = 0;
         let rc = self.with_tpm(|tpm, host| tpm.hash_start(host));
         self.publish();
         rc.err().unwrap_or(result::TPM_SUCCESS)
     }
 
     pub fn hash_data(&mut self, data: &[u8]) -> u32 {
+        self.blobs_sent = 0;
         self.with_tpm(|tpm, host| tpm.hash_data(host, data))
             .err()
             .unwrap_or(result::TPM_SUCCESS)
     }
 
     pub fn hash_end(&mut self) -> u32 {
+        self.blobs_sent = 0;
         let rc = self.with_tpm(|tpm, host| tpm.hash_end(host));
         self.publish();
         rc.err().unwrap_or(result::TPM_SUCCESS)
@@ -572,6 +592,13 @@ impl Emulator {
     /// `flags` has DECRYPTED; the migration key, when configured, always applies.
     pub fn get_state_blob(&mut self, flags: u32, blob_type: u32, offset: u32) -> Vec<u8> {
         let response = self.state_blob_response(flags, blob_type, offset);
+        let handed_out = matches!(
+            result_word(&response),
+            Some(result::TPM_SUCCESS | result::TPM_RETRY)
+        );
+        if let (true, Some(kind)) = (handed_out, StateKind::from_blob_type(blob_type)) {
+            self.blobs_sent |= blob_bit(kind);
+        }
         if blob_type == protocol::BLOB_TYPE_SAVESTATE && self.behaviour.release_lock_outgoing {
             self.hand_over_lock();
         }
@@ -742,6 +769,21 @@ impl Emulator {
     pub fn info_text(&mut self, flags: u32) -> Option<String> {
         self.tpm().ok()?.info(flags)
     }
+}
+
+/// The bit of `kind` in [`Emulator::blobs_sent`].
+fn blob_bit(kind: StateKind) -> u8 {
+    match kind {
+        StateKind::Permanent => 1,
+        StateKind::Volatile => 2,
+        StateKind::SaveState => 4,
+    }
+}
+
+/// The result word at the start of a control response.
+fn result_word(response: &[u8]) -> Option<u32> {
+    let word = response.get(..4)?;
+    Some(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
 }
 
 /// The log line for a refused SET_STATEBLOB; nothing was stored.
