@@ -2,11 +2,12 @@
 //! responses.
 //!
 //! This is the hot path. A connected channel is served with blocking reads: one `read`
-//! and one `write` per command, nothing else (no poll, no thread hand-off). `poll` is
+//! and one `write` per command, nothing else (no poll, no thread hand-off), made as bare
+//! system calls (see `io::fd::read_bare`). `poll` is
 //! used only while a command is incomplete, to bound the wait for its rest. The
 //! emulator's lock is held only while libtpms runs.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -18,6 +19,7 @@ use super::ExitSignal;
 use crate::ctrl::connection::wait_readable;
 use crate::ctrl::handler::{DataChannelSlot, lock};
 use crate::emulator::Emulator;
+use crate::io::fd::{read_bare, write_all_bare};
 use crate::io::framing::{self, Frame, MAX_COMMAND, PREFIX_LEN};
 use crate::io::socket::{Listener, Stream};
 use crate::log::error_chain;
@@ -238,7 +240,7 @@ impl Connection {
             return Ok(None);
         }
         loop {
-            match stream.read(&mut self.input[self.filled..]) {
+            match read_bare(stream.as_fd(), &mut self.input[self.filled..]) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
                     self.filled += n;
@@ -278,14 +280,18 @@ impl Connection {
         if frame.prefix_locality.is_some() {
             framing::wrap_prefixed_response(&mut self.output);
         }
-        self.input.copy_within(frame.end..self.filled, 0);
+        // Usually the buffer held exactly this command: nothing to move.
+        if frame.end < self.filled {
+            self.input.copy_within(frame.end..self.filled, 0);
+        }
         self.filled -= frame.end;
-        stream.write_all(&self.output)
+        write_all_bare(stream.as_fd(), &self.output)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
     use std::os::unix::net::UnixStream;
 
     use super::*;

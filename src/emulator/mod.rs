@@ -190,17 +190,24 @@ impl Emulator {
     /// from `--log level=5` on, libtpms' own debug output joins the log, indented.
     fn tpm(&mut self) -> Result<&mut Tpm, TpmRc> {
         if self.tpm.is_none() {
-            let mut tpm = Tpm::acquire(self.version).map_err(|err| {
-                log_error!("{}", error_chain(&err));
-                TPM_FAIL
-            })?;
-            let level = crate::log::level();
-            if let (5.., Some(fd)) = (level, crate::log::raw_fd()) {
-                tpm.set_debug(fd, level - 4, &format!("{}    ", crate::log::prefix()));
-            }
-            self.tpm = Some(tpm);
+            self.acquire_tpm()?;
         }
         self.tpm.as_mut().ok_or(TPM_FAIL)
+    }
+
+    /// Taken once per process: out of line, so that the hot path is only the check.
+    #[cold]
+    fn acquire_tpm(&mut self) -> Result<(), TpmRc> {
+        let mut tpm = Tpm::acquire(self.version).map_err(|err| {
+            log_error!("{}", error_chain(&err));
+            TPM_FAIL
+        })?;
+        let level = crate::log::level();
+        if let (5.., Some(fd)) = (level, crate::log::raw_fd()) {
+            tpm.set_debug(fd, level - 4, &format!("{}    ", crate::log::prefix()));
+        }
+        self.tpm = Some(tpm);
+        Ok(())
     }
 
     /// Stops libtpms, if it was ever taken.
@@ -223,7 +230,9 @@ impl Emulator {
         in_command: bool,
         call: impl FnOnce(&mut Tpm, &mut dyn Host) -> Result<T, TpmRc>,
     ) -> Result<T, TpmRc> {
-        self.tpm()?;
+        if self.tpm.is_none() {
+            self.acquire_tpm()?;
+        }
         let Some(tpm) = self.tpm.as_mut() else {
             return Err(TPM_FAIL);
         };
@@ -238,7 +247,12 @@ impl Emulator {
         call(tpm, &mut host)
     }
 
-    /// Publishes what the control channel reads without the lock.
+    /// Publishes what the control channel reads without the lock. Not after every TPM
+    /// command (it was, at the cost of a libtpms call on the hot path): only the
+    /// commands that can change the established flag or the running state call it —
+    /// INIT and STOP, the HASH_* commands (`_TPM_Hash_Start` sets the flag), the
+    /// control channel's reset, TPM 1.2's in-band TSC_ResetEstablishmentBit, and a
+    /// restart after a failed write. No other TPM 2 or TPM 1.2 command touches the flag.
     fn publish(&mut self) {
         let established = self.running
             && self
@@ -439,8 +453,11 @@ impl Emulator {
             };
             out.extend_from_slice(&tpm::error_response(version, rc));
             self.after_failed_write();
+            self.publish();
+        } else if version == TpmVersion::V1_2 && header.code == tpm::TSC_ORD_RESET_ESTABLISHMENT_BIT
+        {
+            self.publish();
         }
-        self.publish();
     }
 
     /// A state write of a TPM command failed (a full disk, an I/O error): the guest got
