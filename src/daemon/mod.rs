@@ -11,6 +11,7 @@ mod daemonize;
 mod data;
 mod keys;
 mod pidfile;
+mod polling;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
