@@ -10,6 +10,7 @@ mod control;
 mod daemonize;
 mod data;
 mod keys;
+mod malloc;
 mod pidfile;
 mod polling;
 
@@ -160,6 +161,7 @@ impl<E: Into<DaemonError>> From<E> for Early {
 
 /// Runs `swtpm socket|chardev` and returns the process's exit status.
 pub fn run(args: FrontendArgs) -> i32 {
+    malloc::use_one_arena();
     let readiness = if args.daemon {
         match daemonize() {
             Ok(readiness) => Some(readiness),
