@@ -18,7 +18,7 @@ use crate::daemon::{Flavor, Transport};
 use crate::nvwrite;
 use crate::report::{Goal, Profile, Row};
 use crate::small::SmallCommand;
-use crate::tools::{self, FilterOff, Tool};
+use crate::tools::{self, Tool};
 
 const INSTRUCTIONS: &str = "user-space instructions per command (callgrind)";
 /// vtpm's adaptive polling (src/daemon/polling.rs): `poll` and `missed`, never inlined
@@ -121,10 +121,7 @@ fn startup_instructions(bench: &mut Bench) {
         let out = bench
             .root()
             .join(format!("callgrind.{}.startup", flavor.name()));
-        let tool = Tool::Callgrind {
-            out: out.clone(),
-            filter_off: FilterOff::for_flavor(flavor, bench.root()),
-        };
+        let tool = Tool::Callgrind { out: out.clone() };
         startup_run(bench, flavor, tool);
         totals[flavor.index()] = tools::callgrind_total(&out) as f64;
         let functions = tools::callgrind_functions(&out, false);
@@ -179,10 +176,7 @@ fn callgrind_pair(bench: &Bench, flavor: Flavor, counted: &Counted, tag: &str) -
         let out = bench
             .root()
             .join(format!("callgrind.{}.{tag}.{count}", flavor.name()));
-        let tool = Tool::Callgrind {
-            out: out.clone(),
-            filter_off: FilterOff::for_flavor(flavor, bench.root()),
-        };
+        let tool = Tool::Callgrind { out: out.clone() };
         counted_run(bench, flavor, counted, count, tool);
         out
     });
