@@ -87,8 +87,8 @@ pub enum AfterSetState {
 }
 
 pub struct Emulator {
-    /// libtpms, taken on first use: loading it (on a thread of its own since the control
-    /// socket was bound) may still be going on while commands that need no TPM are served.
+    /// libtpms, taken on first use: the data thread may still be opening it (after the
+    /// seccomp filter) while the control channel serves commands that need no TPM.
     tpm: Option<Tpm>,
     version: TpmVersion,
     store: Option<Store>,
@@ -186,8 +186,9 @@ impl Emulator {
         }
     }
 
-    /// libtpms, taken (and loaded, if the loader thread has not finished) on first use;
-    /// from `--log level=5` on, libtpms' own debug output joins the log, indented.
+    /// libtpms, taken on first use (waiting, if need be, for the data thread to have
+    /// opened it); from `--log level=5` on, libtpms' own debug output joins the log,
+    /// indented.
     fn tpm(&mut self) -> Result<&mut Tpm, TpmRc> {
         if self.tpm.is_none() {
             self.acquire_tpm()?;
