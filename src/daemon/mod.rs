@@ -22,6 +22,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use nix::sys::signal::{SigSet, Signal};
+
 use crate::cli::{
     self, CliError, CtrlChannel, DataArg, FlagOptions, Frontend, FrontendArgs, ListenSpec,
     LogOptions, LogTarget, ServerOptions, StartupRequest, StateBackendSpec, TpmStateOptions,
@@ -687,12 +689,29 @@ fn enter_sandbox_and_load(seccomp: seccomp::Action, reservation: library::Reserv
     true
 }
 
+/// SIGTERM and SIGINT wake the main thread through `wake`.
+///
+/// They are held back while the handlers are registered: signal-hook installs its
+/// handler before it records the action, and a signal that came in between ran no action
+/// and was lost (the daemon then served on: a SIGTERM sent as soon as the control socket
+/// answered went unheeded about once in 200 starts). A held signal is delivered when they
+/// are unblocked, to the registered action. Only the main thread exists at this point.
 fn register_signals(wake: &UnixStream) -> Result<(), DaemonError> {
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let pipe = wake.try_clone().map_err(DaemonError::Signals)?;
-        signal_hook::low_level::pipe::register(signal, pipe).map_err(DaemonError::Signals)?;
-    }
-    Ok(())
+    let mut held = SigSet::empty();
+    held.add(Signal::SIGTERM);
+    held.add(Signal::SIGINT);
+    held.thread_block()
+        .map_err(|errno| DaemonError::Signals(errno.into()))?;
+    let registered = [Signal::SIGTERM, Signal::SIGINT]
+        .into_iter()
+        .try_for_each(|signal| {
+            let pipe = wake.try_clone()?;
+            signal_hook::low_level::pipe::register(signal as i32, pipe).map(drop)
+        })
+        .map_err(DaemonError::Signals);
+    held.thread_unblock()
+        .map_err(|errno| DaemonError::Signals(errno.into()))?;
+    registered
 }
 
 /// `--flags startup-*`: the daemon sends TPM_Startup / TPM2_Startup itself.
