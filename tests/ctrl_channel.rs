@@ -531,3 +531,48 @@ fn cancel_between_commands_does_not_cancel_the_next_one() {
         assert!(created.is_ok(), "{}: {created:?}", program.display());
     }
 }
+
+/// TPM 1.2's in-band TSC_ResetEstablishmentBit (from locality 3) clears the flag that
+/// HASH_START set, and GET_TPMESTABLISHED sees it at once, as with swtpm: the daemon
+/// refreshes its copy of the flag after that command (not after every command).
+#[test]
+fn tpm12_in_band_reset_of_the_established_flag() {
+    let established = |ctrl: &mut CtrlClient| ctrl.request(GET_TPMESTABLISHED, &[]).wire()[4];
+    for program in [vtpm_swtpm(), debian_swtpm()] {
+        let what = program.display().to_string();
+        let instance = Instance::start(&program, false, &[]);
+        let mut ctrl = instance.ctrl();
+        assert_eq!(ctrl.request(INIT, &be(&[0])).rc, 0, "{what}");
+        let mut data = DataClient::tcp(instance.data_port);
+        data.send_raw(&[0, 0xc1, 0, 0, 0, 12, 0, 0, 0, 0x99, 0, 1]);
+        assert_eq!(data.read_once()[6..10], [0, 0, 0, 0], "{what}: TPM_Startup");
+        for (code, body) in [
+            (HASH_START, &[][..]),
+            (HASH_DATA, &[0, 0, 0, 4, 9, 8, 7, 6][..]),
+            (HASH_END, &[][..]),
+        ] {
+            assert_eq!(ctrl.request(code, body).rc, 0, "{what}: {code:#x}");
+        }
+        assert_eq!(
+            established(&mut ctrl),
+            1,
+            "{what}: set by the hash sequence"
+        );
+        // A TPM command that does not touch the flag (TPM_GetCapability, version) leaves it.
+        data.send_raw(&[0, 0xc1, 0, 0, 0, 18, 0, 0, 0, 0x65, 0, 0, 0, 6, 0, 0, 0, 0]);
+        assert_eq!(
+            data.read_once()[6..10],
+            [0, 0, 0, 0],
+            "{what}: TPM_GetCapability"
+        );
+        assert_eq!(established(&mut ctrl), 1, "{what}: after TPM_GetCapability");
+        assert_eq!(ctrl.request(SET_LOCALITY, &[3]).rc, 0, "{what}");
+        data.send_raw(&[0, 0xc1, 0, 0, 0, 10, 0x40, 0, 0, 0x0b]);
+        assert_eq!(
+            data.read_once()[6..10],
+            [0, 0, 0, 0],
+            "{what}: TSC_ResetEstablishmentBit"
+        );
+        assert_eq!(established(&mut ctrl), 0, "{what}: reset in-band");
+    }
+}

@@ -959,6 +959,54 @@ fn flags_disable_auto_shutdown() {
     );
 }
 
+/// Once an outgoing migration fetched all three state blobs, the state lives at the
+/// destination: the CMD_SHUTDOWN that QEMU sends when it quits writes nothing (no
+/// automatic TPM2_Shutdown, so Startup(STATE) fails on the old state). A TPM command
+/// after the fetch (the VM resumed after a failed migration, or a snapshot) brings the
+/// automatic TPM2_Shutdown back.
+#[test]
+fn no_automatic_shutdown_once_a_migration_has_the_state() {
+    for resumed in [false, true] {
+        let setup = Setup::new();
+        let port = free_port();
+        let server = format!("type=tcp,port={port}");
+        let mut daemon = setup.start_tpm2(&["--server", &server, "--flags", "startup-clear"]);
+        let mut data = DataClient::from_tcp(daemon.connect_tcp(port));
+        data.pcr_extend_sha256(5, &[1; 32]).unwrap();
+        let mut ctrl = CtrlClient::unix(&setup.ctrl());
+        for blob_type in [1, 2, 3] {
+            let rc = ctrl.request(GET_STATEBLOB, &be(&[1, blob_type, 0])).rc;
+            assert!(
+                rc == 0 || rc == TPM_RETRY,
+                "GET_STATEBLOB {blob_type}: {rc:#x}"
+            );
+        }
+        let permall = setup.path("state").join("tpm2-00.permall");
+        let before = std::fs::read(&permall).unwrap();
+        if resumed {
+            data.pcr_read_sha256(5).unwrap();
+        }
+        assert_eq!(ctrl.request(SHUTDOWN, &[]).rc, 0);
+        assert_clean_exit(&mut daemon, "CMD_SHUTDOWN");
+        if !resumed {
+            assert_eq!(
+                std::fs::read(&permall).unwrap(),
+                before,
+                "nothing written after the migration took the state"
+            );
+        }
+
+        let mut daemon = setup.start_tpm2(&["--server", &server, "--flags", "not-need-init"]);
+        let mut data = DataClient::from_tcp(daemon.connect_tcp(port));
+        let startup = data.startup(StartupType::State);
+        if resumed {
+            assert_eq!(startup, Ok(()), "the resumed TPM was shut down as usual");
+        } else {
+            assert_eq!(startup, Err(TpmError::Rc(tpm2::RC_VALUE_PARAM1)));
+        }
+    }
+}
+
 // ---------------------------------------------------------------- --locality
 
 #[test]

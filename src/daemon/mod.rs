@@ -10,7 +10,9 @@ mod control;
 mod daemonize;
 mod data;
 mod keys;
+mod malloc;
 mod pidfile;
+mod polling;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -19,6 +21,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{SigSet, Signal};
 
 use crate::cli::{
     self, CliError, CtrlChannel, DataArg, FlagOptions, Frontend, FrontendArgs, ListenSpec,
@@ -31,7 +35,7 @@ use crate::emulator::{Behaviour, Emulator, Keys};
 use crate::io::fd::take_inherited;
 use crate::io::socket::{Listener, SocketError, Stream};
 use crate::io::vtpm_proxy::{self, ProxyError};
-use crate::libtpms::{LibtpmsError, StateKind, Tpm};
+use crate::libtpms::{LibtpmsError, StateKind, Tpm, library};
 use crate::sandbox::{SandboxError, privileges, seccomp};
 use crate::state::dir::DirStore;
 use crate::state::file::LinearStore;
@@ -159,6 +163,7 @@ impl<E: Into<DaemonError>> From<E> for Early {
 
 /// Runs `swtpm socket|chardev` and returns the process's exit status.
 pub fn run(args: FrontendArgs) -> i32 {
+    malloc::use_one_arena();
     let readiness = if args.daemon {
         match daemonize() {
             Ok(readiness) => Some(readiness),
@@ -208,6 +213,9 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         .map(privileges::resolve_user)
         .transpose()?;
     if let Some(root) = &args.chroot {
+        // libtpms is opened at run time (see `Daemon::serve`): inside the chroot it
+        // would not be found.
+        library::load().map_err(LibtpmsError::from)?;
         privileges::enter_chroot(root)?;
     }
     if let Some(identity) = &identity {
@@ -225,9 +233,6 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         print_capabilities(args.tpm2)?;
         return Err(Early::Done);
     }
-    let mut tpm = Tpm::acquire(version)?;
-    set_libtpms_debug(&mut tpm);
-
     let (control, ctrl_terminate) = open_control(&args, cleanup)?;
     let frontend = args.frontend.unwrap_or(Frontend::Socket);
     let mut vtpm_proxy_flags = false;
@@ -311,7 +316,7 @@ fn prepare(args: FrontendArgs, cleanup: &mut Cleanup) -> Result<Daemon, Early> {
         incoming_migration: migration.incoming,
         release_lock_outgoing: migration.release_lock_outgoing,
     };
-    let mut emulator = Emulator::new(tpm, store, keys, behaviour);
+    let mut emulator = Emulator::new(version, store, keys, behaviour);
     let startup = match flags.startup {
         StartupRequest::Send(kind) => Some(kind),
         StartupRequest::Unspecified | StartupRequest::Nothing => None,
@@ -388,16 +393,6 @@ fn configure_log(options: &LogOptions) -> Result<(), DaemonError> {
     };
     log::configure(destination, options.level.max(1), prefix);
     Ok(())
-}
-
-/// From `--log level=5` on, libtpms' own debug output joins the log, indented.
-fn set_libtpms_debug(tpm: &mut Tpm) {
-    let level = log::level();
-    if level >= 5 {
-        if let Some(fd) = log::raw_fd() {
-            tpm.set_debug(fd, level - 4, &format!("{}    ", log::prefix()));
-        }
-    }
 }
 
 fn print_capabilities(tpm2: bool) -> Result<(), DaemonError> {
@@ -632,21 +627,25 @@ impl Daemon {
             exit: Arc::clone(&exit),
             terminate: data_terminate,
         };
-        // The filter is installed once the data thread runs: a thread's own start-up
-        // (robust futex list, rseq, its name) needs calls the filter does not allow.
-        let (started, running) = std::sync::mpsc::channel();
+        // The main thread goes on to serve the control channel at once; the data thread
+        // first installs the seccomp filter (for all threads), then opens libtpms, then
+        // serves the data channel. Both take long (~0.2 ms and ~1 ms here) and need
+        // no control client, so they are off the path to the first control answer.
+        // Meanwhile the control channel answers what needs no TPM; whatever needs
+        // libtpms waits for the data thread's `Reservation`, so libtpms' code runs
+        // only under the filter (as does every byte of the data channel).
+        let reservation = library::reserve();
         let spawned = std::thread::Builder::new()
             .name("data".into())
             .spawn(move || {
-                let _ = started.send(());
-                channel.run(data)
+                if enter_sandbox_and_load(seccomp, reservation) {
+                    channel.run(data);
+                } else {
+                    channel.exit.request(1);
+                }
             });
         if let Err(err) = spawned {
             return fail(&DaemonError::Signals(err));
-        }
-        let _ = running.recv();
-        if let Err(err) = seccomp::install(seccomp) {
-            return fail(&err.into());
         }
         let mut control_loop = ControlLoop {
             handler: ControlHandler::new(
@@ -672,12 +671,47 @@ impl Daemon {
     }
 }
 
-fn register_signals(wake: &UnixStream) -> Result<(), DaemonError> {
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let pipe = wake.try_clone().map_err(DaemonError::Signals)?;
-        signal_hook::low_level::pipe::register(signal, pipe).map_err(DaemonError::Signals)?;
+/// On the data thread, before it serves: the seccomp filter (a thread's own start-up —
+/// robust futex list, rseq, its name — needs calls the filter does not allow, so it can
+/// only go on once the threads run), then libtpms. `false`: the daemon cannot serve.
+fn enter_sandbox_and_load(seccomp: seccomp::Action, reservation: library::Reservation) -> bool {
+    if let Err(err) = seccomp::install(seccomp) {
+        log_error!("{}", error_chain(&DaemonError::from(err)));
+        return false;
     }
-    Ok(())
+    if let Err(err) = reservation.load() {
+        log_error!(
+            "{}",
+            error_chain(&DaemonError::from(LibtpmsError::from(err)))
+        );
+        return false;
+    }
+    true
+}
+
+/// SIGTERM and SIGINT wake the main thread through `wake`.
+///
+/// They are held back while the handlers are registered: signal-hook installs its
+/// handler before it records the action, and a signal that came in between ran no action
+/// and was lost (the daemon then served on: a SIGTERM sent as soon as the control socket
+/// answered went unheeded about once in 200 starts). A held signal is delivered when they
+/// are unblocked, to the registered action. Only the main thread exists at this point.
+fn register_signals(wake: &UnixStream) -> Result<(), DaemonError> {
+    let mut held = SigSet::empty();
+    held.add(Signal::SIGTERM);
+    held.add(Signal::SIGINT);
+    held.thread_block()
+        .map_err(|errno| DaemonError::Signals(errno.into()))?;
+    let registered = [Signal::SIGTERM, Signal::SIGINT]
+        .into_iter()
+        .try_for_each(|signal| {
+            let pipe = wake.try_clone()?;
+            signal_hook::low_level::pipe::register(signal as i32, pipe).map(drop)
+        })
+        .map_err(DaemonError::Signals);
+    held.thread_unblock()
+        .map_err(|errno| DaemonError::Signals(errno.into()))?;
+    registered
 }
 
 /// `--flags startup-*`: the daemon sends TPM_Startup / TPM2_Startup itself.

@@ -87,7 +87,10 @@ pub enum AfterSetState {
 }
 
 pub struct Emulator {
-    tpm: Tpm,
+    /// libtpms, taken on first use: the data thread may still be opening it (after the
+    /// seccomp filter) while the control channel serves commands that need no TPM.
+    tpm: Option<Tpm>,
+    version: TpmVersion,
     store: Option<Store>,
     keys: Keys,
     behaviour: Behaviour,
@@ -103,6 +106,10 @@ pub struct Emulator {
     handed_over: bool,
     /// Retries (10 ms apart) for the next time the lock is taken.
     lock_retries: u32,
+    /// The state blobs GET_STATEBLOB handed out since the TPM last ran (a bit per
+    /// [`StateKind`]): all three mean that an outgoing migration, or a saved VM, has
+    /// the whole state, and that it lives there now.
+    blobs_sent: u8,
     /// A failed write put libtpms into failure mode and it has to be restarted from
     /// the stored state (with this volatile state, when it could be saved).
     restart: Option<Restart>,
@@ -120,9 +127,15 @@ struct Restart {
 }
 
 impl Emulator {
-    pub fn new(tpm: Tpm, store: Option<Store>, keys: Keys, behaviour: Behaviour) -> Emulator {
+    pub fn new(
+        version: TpmVersion,
+        store: Option<Store>,
+        keys: Keys,
+        behaviour: Behaviour,
+    ) -> Emulator {
         Emulator {
-            tpm,
+            tpm: None,
+            version,
             store,
             keys,
             behaviour,
@@ -132,6 +145,7 @@ impl Emulator {
             lock_deferred: behaviour.incoming_migration,
             handed_over: false,
             lock_retries: 0,
+            blobs_sent: 0,
             restart: None,
             events: HostEvents::default(),
             last_ordinal: 0,
@@ -144,7 +158,7 @@ impl Emulator {
     }
 
     pub fn version(&self) -> TpmVersion {
-        self.tpm.version()
+        self.version
     }
 
     /// CMD_GET_CONFIG's flags.
@@ -157,7 +171,7 @@ impl Emulator {
     }
 
     pub fn canceller(&self) -> crate::libtpms::Canceller {
-        self.tpm.canceller()
+        crate::libtpms::Canceller::new()
     }
 
     /// The store, state key and locality, for calls that do not go through libtpms.
@@ -172,16 +186,57 @@ impl Emulator {
         }
     }
 
+    /// libtpms, taken on first use (waiting, if need be, for the data thread to have
+    /// opened it); from `--log level=5` on, libtpms' own debug output joins the log,
+    /// indented.
+    fn tpm(&mut self) -> Result<&mut Tpm, TpmRc> {
+        if self.tpm.is_none() {
+            self.acquire_tpm()?;
+        }
+        self.tpm.as_mut().ok_or(TPM_FAIL)
+    }
+
+    /// Taken once per process: out of line, so that the hot path is only the check.
+    #[cold]
+    fn acquire_tpm(&mut self) -> Result<(), TpmRc> {
+        let mut tpm = Tpm::acquire(self.version).map_err(|err| {
+            log_error!("{}", error_chain(&err));
+            TPM_FAIL
+        })?;
+        let level = crate::log::level();
+        if let (5.., Some(fd)) = (level, crate::log::raw_fd()) {
+            tpm.set_debug(fd, level - 4, &format!("{}    ", crate::log::prefix()));
+        }
+        self.tpm = Some(tpm);
+        Ok(())
+    }
+
+    /// Stops libtpms, if it was ever taken.
+    fn terminate_tpm(&mut self) {
+        if let Some(tpm) = self.tpm.as_mut() {
+            tpm.terminate();
+        }
+    }
+
     /// Runs `call` on libtpms with this emulator's store and locality as its host.
-    fn with_tpm<R>(&mut self, call: impl FnOnce(&mut Tpm, &mut dyn Host) -> R) -> R {
+    fn with_tpm<T>(
+        &mut self,
+        call: impl FnOnce(&mut Tpm, &mut dyn Host) -> Result<T, TpmRc>,
+    ) -> Result<T, TpmRc> {
         self.with_tpm_host(false, call)
     }
 
-    fn with_tpm_host<R>(
+    fn with_tpm_host<T>(
         &mut self,
         in_command: bool,
-        call: impl FnOnce(&mut Tpm, &mut dyn Host) -> R,
-    ) -> R {
+        call: impl FnOnce(&mut Tpm, &mut dyn Host) -> Result<T, TpmRc>,
+    ) -> Result<T, TpmRc> {
+        if self.tpm.is_none() {
+            self.acquire_tpm()?;
+        }
+        let Some(tpm) = self.tpm.as_mut() else {
+            return Err(TPM_FAIL);
+        };
         let mut host = StateHost {
             store: self.store.as_mut(),
             state_key: self.keys.state.as_ref(),
@@ -190,12 +245,21 @@ impl Emulator {
             in_command,
             events: &mut self.events,
         };
-        call(&mut self.tpm, &mut host)
+        call(tpm, &mut host)
     }
 
-    /// Publishes what the control channel reads without the lock.
+    /// Publishes what the control channel reads without the lock. Not after every TPM
+    /// command (it was, at the cost of a libtpms call on the hot path): only the
+    /// commands that can change the established flag or the running state call it —
+    /// INIT and STOP, the HASH_* commands (`_TPM_Hash_Start` sets the flag), the
+    /// control channel's reset, TPM 1.2's in-band TSC_ResetEstablishmentBit, and a
+    /// restart after a failed write. No other TPM 2 or TPM 1.2 command touches the flag.
     fn publish(&mut self) {
-        let established = self.running && self.tpm.established().unwrap_or(false);
+        let established = self.running
+            && self
+                .tpm
+                .as_mut()
+                .is_some_and(|tpm| tpm.established().unwrap_or(false));
         self.status
             .established
             .store(established, Ordering::Release);
@@ -228,12 +292,13 @@ impl Emulator {
         self.events = HostEvents::default();
         if let Err(rc) = self.with_tpm(|tpm, host| tpm.main_init(host)) {
             self.report_start_failure(rc);
-            self.tpm.terminate();
+            self.terminate_tpm();
             self.publish();
             return Err(rc);
         }
         self.running = true;
         self.last_ordinal = 0;
+        self.blobs_sent = 0;
         log_info!("TPM {} started", self.version());
         self.publish();
         Ok(())
@@ -246,7 +311,7 @@ impl Emulator {
             log_error!("could not start the TPM: libtpms answered {rc:#x}");
             return;
         }
-        let version = Tpm::library_version();
+        let version = self.tpm.as_ref().map_or(0, Tpm::library_version);
         log_error!(
             "libtpms {}.{}.{} refused the TPM state in {} (result {rc:#x}); it was left unchanged. Restore it from a backup, or move it away to start a new TPM (its keys and NV contents are then lost); state written by a newer libtpms is refused the same way",
             version >> 16,
@@ -283,17 +348,26 @@ impl Emulator {
         self.stop_running();
     }
 
+    fn all_blobs_sent(&self) -> bool {
+        StateKind::ALL
+            .into_iter()
+            .all(|kind| self.blobs_sent & blob_bit(kind) != 0)
+    }
+
     fn stop_running(&mut self) {
         if !self.running {
             return;
         }
-        // After a hand-over the state belongs to the destination: a TPM2_Shutdown
-        // would write it. Before a restart libtpms is not running at all.
-        if !self.handed_over && self.restart.is_none() {
+        // After a hand-over, or once an outgoing migration has every blob, the state
+        // belongs to the destination: a TPM2_Shutdown would write it here and fork it
+        // (QEMU sends no STOP on a migration source, only SHUTDOWN when it quits; a
+        // VM that resumes sends a TPM command first, which clears `blobs_sent`). Before
+        // a restart libtpms is not running at all.
+        if !self.handed_over && !self.all_blobs_sent() && self.restart.is_none() {
             self.auto_shutdown();
         }
         self.restart = None;
-        self.tpm.terminate();
+        self.terminate_tpm();
         self.running = false;
         self.publish();
     }
@@ -309,12 +383,9 @@ impl Emulator {
         }
         for shutdown_type in [tpm::TPM2_SU_STATE, tpm::TPM2_SU_CLEAR] {
             let mut command = tpm::tpm2_shutdown_command(shutdown_type);
-            let rc = self.with_tpm(|tpm, host| {
-                tpm.process(host, &mut command)
-                    .ok()
-                    .and_then(tpm::response_code)
-            });
-            if matches!(rc, Some(0 | tpm::TPM2_RC_INITIALIZE)) {
+            let rc =
+                self.with_tpm(|tpm, host| tpm.process(host, &mut command).map(tpm::response_code));
+            if matches!(rc, Ok(Some(0 | tpm::TPM2_RC_INITIALIZE))) {
                 break;
             }
         }
@@ -355,6 +426,7 @@ impl Emulator {
             return;
         };
         self.last_ordinal = header.code;
+        self.blobs_sent = 0;
         if header.code == tpm::TPM_CC_SET_LOCALITY {
             out.extend_from_slice(&self.vendor_set_locality(command));
             return;
@@ -382,8 +454,11 @@ impl Emulator {
             };
             out.extend_from_slice(&tpm::error_response(version, rc));
             self.after_failed_write();
+            self.publish();
+        } else if version == TpmVersion::V1_2 && header.code == tpm::TSC_ORD_RESET_ESTABLISHMENT_BIT
+        {
+            self.publish();
         }
-        self.publish();
     }
 
     /// A state write of a TPM command failed (a full disk, an I/O error): the guest got
@@ -405,7 +480,7 @@ impl Emulator {
                 log_error!(
                     "could not save the TPM's volatile state after a failed write (libtpms answered {rc:#x}); the TPM stops until the next INIT"
                 );
-                self.tpm.terminate();
+                self.terminate_tpm();
                 self.running = false;
             }
         }
@@ -415,7 +490,7 @@ impl Emulator {
         let Some(restart) = self.restart.take() else {
             return;
         };
-        self.tpm.terminate();
+        self.terminate_tpm();
         let volatile = &restart.volatile;
         let set =
             self.with_tpm(|tpm, host| tpm.set_state(host, StateKind::Volatile, Some(volatile)));
@@ -433,7 +508,7 @@ impl Emulator {
                 log_error!(
                     "could not restart the TPM from its stored state (libtpms answered {rc:#x}); trying again before the next command"
                 );
-                self.tpm.terminate();
+                self.terminate_tpm();
                 self.restart = Some(restart);
             }
         }
@@ -486,6 +561,7 @@ impl Emulator {
         if locality > 4 {
             return result::TPM_BAD_LOCALITY;
         }
+        self.blobs_sent = 0;
         let saved = std::mem::replace(&mut self.locality, locality);
         let rc = self.with_tpm(|tpm, host| tpm.reset_established(host));
         self.locality = saved;
@@ -494,18 +570,21 @@ impl Emulator {
     }
 
     pub fn hash_start(&mut self) -> u32 {
+        self.blobs_sent = 0;
         let rc = self.with_tpm(|tpm, host| tpm.hash_start(host));
         self.publish();
         rc.err().unwrap_or(result::TPM_SUCCESS)
     }
 
     pub fn hash_data(&mut self, data: &[u8]) -> u32 {
+        self.blobs_sent = 0;
         self.with_tpm(|tpm, host| tpm.hash_data(host, data))
             .err()
             .unwrap_or(result::TPM_SUCCESS)
     }
 
     pub fn hash_end(&mut self) -> u32 {
+        self.blobs_sent = 0;
         let rc = self.with_tpm(|tpm, host| tpm.hash_end(host));
         self.publish();
         rc.err().unwrap_or(result::TPM_SUCCESS)
@@ -531,6 +610,13 @@ impl Emulator {
     /// `flags` has DECRYPTED; the migration key, when configured, always applies.
     pub fn get_state_blob(&mut self, flags: u32, blob_type: u32, offset: u32) -> Vec<u8> {
         let response = self.state_blob_response(flags, blob_type, offset);
+        let handed_out = matches!(
+            result_word(&response),
+            Some(result::TPM_SUCCESS | result::TPM_RETRY)
+        );
+        if let (true, Some(kind)) = (handed_out, StateKind::from_blob_type(blob_type)) {
+            self.blobs_sent |= blob_bit(kind);
+        }
         if blob_type == protocol::BLOB_TYPE_SAVESTATE && self.behaviour.release_lock_outgoing {
             self.hand_over_lock();
         }
@@ -659,13 +745,13 @@ impl Emulator {
         if size != 0 && self.running {
             return Err(result::TPM_BAD_ORDINAL);
         }
-        Ok(self.tpm.set_buffer_size(size))
+        Ok(self.tpm()?.set_buffer_size(size))
     }
 
     /// CMD_GET_INFO: libtpms' JSON text, from `offset`, as the full response.
     pub fn get_info(&mut self, flags: u64, offset: u32) -> Vec<u8> {
         // libtpms takes the flags as a 32-bit C enum.
-        match self.tpm.info(flags as u32) {
+        match self.tpm().ok().and_then(|tpm| tpm.info(flags as u32)) {
             Some(text) => {
                 let mut with_nul = text.into_bytes();
                 with_nul.push(0);
@@ -699,8 +785,23 @@ impl Emulator {
 
     /// libtpms' JSON info text (for `--print-info` and the capabilities).
     pub fn info_text(&mut self, flags: u32) -> Option<String> {
-        self.tpm.info(flags)
+        self.tpm().ok()?.info(flags)
     }
+}
+
+/// The bit of `kind` in [`Emulator::blobs_sent`].
+fn blob_bit(kind: StateKind) -> u8 {
+    match kind {
+        StateKind::Permanent => 1,
+        StateKind::Volatile => 2,
+        StateKind::SaveState => 4,
+    }
+}
+
+/// The result word at the start of a control response.
+fn result_word(response: &[u8]) -> Option<u32> {
+    let word = response.get(..4)?;
+    Some(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
 }
 
 /// The log line for a refused SET_STATEBLOB; nothing was stored.

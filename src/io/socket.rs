@@ -237,6 +237,11 @@ impl Stream {
     }
 
     /// Whether SCM_RIGHTS can arrive on this stream.
+    /// A socket (not a character device): `recv` and its flags apply.
+    pub fn is_socket(&self) -> bool {
+        matches!(self, Stream::Unix(_) | Stream::Tcp(_))
+    }
+
     pub fn is_unix(&self) -> bool {
         matches!(self, Stream::Unix(_))
     }

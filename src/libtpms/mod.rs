@@ -12,6 +12,7 @@
 //! caller's [`Host`] in a thread-local slot for the duration of the call.
 
 mod ffi;
+pub mod library;
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
@@ -19,6 +20,9 @@ use std::os::fd::RawFd;
 use std::os::raw::{c_char, c_uchar};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use library::Library;
+pub use library::LoadError;
 
 use crate::tpm::TpmVersion;
 
@@ -82,6 +86,8 @@ pub trait Host {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibtpmsError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("libtpms is already in use by this process")]
     AlreadyAcquired,
     #[error("libtpms could not select TPM version {version} (result {rc:#x})")]
@@ -102,6 +108,7 @@ static ACQUIRED: AtomicBool = AtomicBool::new(false);
 
 /// The process's libtpms.
 pub struct Tpm {
+    lib: &'static Library,
     version: TpmVersion,
     /// libtpms' response buffer, kept across commands so that it is allocated once.
     resp: *mut c_uchar,
@@ -113,20 +120,31 @@ pub struct Tpm {
 unsafe impl Send for Tpm {}
 
 /// Cancels the TPM command that is running on another thread, if any.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Canceller(());
 
 impl Canceller {
+    /// A canceller usable before libtpms is loaded (it then has nothing to cancel).
+    pub fn new() -> Canceller {
+        Canceller(())
+    }
+
     pub fn cancel(self) -> TpmRc {
+        // Before libtpms is loaded no command can be running.
+        let Some(lib) = library::loaded() else {
+            return TPM_SUCCESS;
+        };
         // SAFETY: TPMLIB_CancelCommand only sets libtpms' cancel flag; its man page
         // documents calling it from a thread other than the one processing commands.
-        unsafe { ffi::TPMLIB_CancelCommand() }
+        unsafe { (lib.cancel_command)() }
     }
 }
 
 impl Tpm {
-    /// Takes the process's libtpms for a TPM of `version` and registers our callbacks.
+    /// Takes the process's libtpms for a TPM of `version` and registers our callbacks;
+    /// waits for libtpms to be loaded (or loads it).
     pub fn acquire(version: TpmVersion) -> Result<Tpm, LibtpmsError> {
+        let lib = library::load()?;
         if ACQUIRED.swap(true, Ordering::SeqCst) {
             return Err(LibtpmsError::AlreadyAcquired);
         }
@@ -145,16 +163,17 @@ impl Tpm {
             tpm_io_getphysicalpresence: Some(cb_get_physical_presence),
         };
         // SAFETY: libtpms copies the structure; the function pointers are 'static.
-        let rc = unsafe { ffi::TPMLIB_RegisterCallbacks(&mut callbacks) };
+        let rc = unsafe { (lib.register_callbacks)(&mut callbacks) };
         if rc != TPM_SUCCESS {
             return Err(LibtpmsError::RegisterCallbacks { rc });
         }
         // SAFETY: plain call with an enum value libtpms defines.
-        let rc = unsafe { ffi::TPMLIB_ChooseTPMVersion(lib_version) };
+        let rc = unsafe { (lib.choose_tpm_version)(lib_version) };
         if rc != TPM_SUCCESS {
             return Err(LibtpmsError::ChooseVersion { version, rc });
         }
         Ok(Tpm {
+            lib,
             version,
             resp: ptr::null_mut(),
             resp_cap: 0,
@@ -166,36 +185,33 @@ impl Tpm {
     }
 
     /// libtpms' own version, as `0x00MMmmuu`.
-    pub fn library_version() -> u32 {
+    pub fn library_version(&self) -> u32 {
         // SAFETY: reads a constant.
-        unsafe { ffi::TPMLIB_GetVersion() }
-    }
-
-    pub fn canceller(&self) -> Canceller {
-        Canceller(())
+        unsafe { (self.lib.get_version)() }
     }
 
     /// Starts the TPM: loads (or manufactures) its state through `host`.
     pub fn main_init(&mut self, host: &mut dyn Host) -> Result<(), TpmRc> {
         // SAFETY: no arguments; callbacks reach `host` through the installed slot.
-        rc_to_result(with_host(host, || unsafe { ffi::TPMLIB_MainInit() }))
+        rc_to_result(with_host(host, || unsafe { (self.lib.main_init)() }))
     }
 
     /// Stops the TPM and frees libtpms' internal state (but not state stored by `host`).
     pub fn terminate(&mut self) {
         // SAFETY: valid in any state; libtpms does not call back from here.
-        unsafe { ffi::TPMLIB_Terminate() }
+        unsafe { (self.lib.terminate)() }
     }
 
     /// Executes one TPM command and returns libtpms' response.
     pub fn process(&mut self, host: &mut dyn Host, command: &mut [u8]) -> Result<&[u8], TpmRc> {
         let mut resp_len: u32 = 0;
         let cmd_len = u32::try_from(command.len()).map_err(|_| TPM_FAIL)?;
+        let process = self.lib.process;
         let rc = with_host(host, || {
             // SAFETY: `resp`/`resp_cap` describe a buffer libtpms allocated (or null/0),
             // which it may free and replace; `command` is valid for `cmd_len` bytes.
             unsafe {
-                ffi::TPMLIB_Process(
+                process(
                     &mut self.resp,
                     &mut resp_len,
                     &mut self.resp_cap,
@@ -220,9 +236,9 @@ impl Tpm {
         let mut len: u32 = 0;
         // SAFETY: out-pointers to locals; libtpms allocates `buf` with TPM_Malloc.
         let rc = with_host(host, || unsafe {
-            ffi::TPMLIB_VolatileAll_Store(&mut buf, &mut len)
+            (self.lib.volatile_all_store)(&mut buf, &mut len)
         });
-        take_lib_buffer(rc, buf, len)
+        take_lib_buffer(self.lib, rc, buf, len)
     }
 
     /// Hands libtpms a state blob to use at the next [`Tpm::main_init`]; `None` hides
@@ -243,7 +259,7 @@ impl Tpm {
         };
         // SAFETY: `ptr` is valid for `len` bytes (or null with 0); libtpms copies it.
         rc_to_result(with_host(host, || unsafe {
-            ffi::TPMLIB_SetState(kind.lib_type(), ptr, len)
+            (self.lib.set_state)(kind.lib_type(), ptr, len)
         }))
     }
 
@@ -251,14 +267,14 @@ impl Tpm {
     pub fn set_buffer_size(&mut self, wanted: u32) -> BufferSize {
         let (mut min, mut max) = (0u32, 0u32);
         // SAFETY: out-pointers to locals.
-        let current = unsafe { ffi::TPMLIB_SetBufferSize(wanted, &mut min, &mut max) };
+        let current = unsafe { (self.lib.set_buffer_size)(wanted, &mut min, &mut max) };
         BufferSize { current, min, max }
     }
 
     /// libtpms' JSON description for the `TPMLIB_GetInfo` flags (a 32-bit C enum).
     pub fn info(&mut self, flags: u32) -> Option<String> {
         // SAFETY: returns a malloc'ed NUL-terminated string or null.
-        let text = unsafe { ffi::TPMLIB_GetInfo(flags) };
+        let text = unsafe { (self.lib.get_info)(flags) };
         let text = NonNull::new(text)?;
         // SAFETY: libtpms returned a valid C string that we now own.
         let owned = unsafe { CStr::from_ptr(text.as_ptr()) }
@@ -273,7 +289,7 @@ impl Tpm {
     pub fn buffer_max(&mut self) -> u32 {
         let mut value: i32 = 0;
         // SAFETY: out-pointer to a local.
-        let rc = unsafe { ffi::TPMLIB_GetTPMProperty(ffi::TPMPROP_TPM_BUFFER_MAX, &mut value) };
+        let rc = unsafe { (self.lib.get_tpm_property)(ffi::TPMPROP_TPM_BUFFER_MAX, &mut value) };
         if rc == TPM_SUCCESS && value > 0 {
             value as u32
         } else {
@@ -283,26 +299,26 @@ impl Tpm {
 
     pub fn hash_start(&mut self, host: &mut dyn Host) -> Result<(), TpmRc> {
         // SAFETY: no arguments.
-        rc_to_result(with_host(host, || unsafe { ffi::TPM_IO_Hash_Start() }))
+        rc_to_result(with_host(host, || unsafe { (self.lib.hash_start)() }))
     }
 
     pub fn hash_data(&mut self, host: &mut dyn Host, data: &[u8]) -> Result<(), TpmRc> {
         let len = u32::try_from(data.len()).map_err(|_| TPM_FAIL)?;
         // SAFETY: `data` is valid for `len` bytes during the call.
         rc_to_result(with_host(host, || unsafe {
-            ffi::TPM_IO_Hash_Data(data.as_ptr(), len)
+            (self.lib.hash_data)(data.as_ptr(), len)
         }))
     }
 
     pub fn hash_end(&mut self, host: &mut dyn Host) -> Result<(), TpmRc> {
         // SAFETY: no arguments.
-        rc_to_result(with_host(host, || unsafe { ffi::TPM_IO_Hash_End() }))
+        rc_to_result(with_host(host, || unsafe { (self.lib.hash_end)() }))
     }
 
     pub fn established(&mut self) -> Result<bool, TpmRc> {
         let mut flag: ffi::TpmBool = 0;
         // SAFETY: out-pointer to a local.
-        rc_to_result(unsafe { ffi::TPM_IO_TpmEstablished_Get(&mut flag) })?;
+        rc_to_result(unsafe { (self.lib.established_get)(&mut flag) })?;
         Ok(flag != 0)
     }
 
@@ -310,7 +326,7 @@ impl Tpm {
     pub fn reset_established(&mut self, host: &mut dyn Host) -> Result<(), TpmRc> {
         // SAFETY: no arguments.
         rc_to_result(with_host(host, || unsafe {
-            ffi::TPM_IO_TpmEstablished_Reset()
+            (self.lib.established_reset)()
         }))
     }
 
@@ -319,9 +335,9 @@ impl Tpm {
         let prefix = CString::new(prefix.replace('\0', "")).unwrap_or_default();
         // SAFETY: plain setters; libtpms copies the prefix.
         unsafe {
-            ffi::TPMLIB_SetDebugFD(fd);
-            ffi::TPMLIB_SetDebugLevel(level);
-            ffi::TPMLIB_SetDebugPrefix(prefix.as_ptr());
+            (self.lib.set_debug_fd)(fd);
+            (self.lib.set_debug_level)(level);
+            (self.lib.set_debug_prefix)(prefix.as_ptr());
         }
     }
 }
@@ -330,7 +346,7 @@ impl Drop for Tpm {
     fn drop(&mut self) {
         if !self.resp.is_null() {
             // SAFETY: the buffer came from libtpms' allocator and is freed once.
-            unsafe { ffi::TPM_Free(self.resp) };
+            unsafe { (self.lib.free)(self.resp) };
         }
     }
 }
@@ -340,14 +356,19 @@ fn rc_to_result(rc: TpmRc) -> Result<(), TpmRc> {
 }
 
 /// Copies a buffer libtpms allocated for us and frees it.
-fn take_lib_buffer(rc: TpmRc, buf: *mut c_uchar, len: u32) -> Result<Vec<u8>, TpmRc> {
+fn take_lib_buffer(
+    lib: &Library,
+    rc: TpmRc,
+    buf: *mut c_uchar,
+    len: u32,
+) -> Result<Vec<u8>, TpmRc> {
     if buf.is_null() {
         return Err(if rc == TPM_SUCCESS { TPM_FAIL } else { rc });
     }
     // SAFETY: libtpms allocated `buf` with at least `len` valid bytes.
     let data = unsafe { std::slice::from_raw_parts(buf, len as usize) }.to_vec();
     // SAFETY: allocated by TPM_Malloc, freed exactly once.
-    unsafe { ffi::TPM_Free(buf) };
+    unsafe { (lib.free)(buf) };
     rc_to_result(rc).map(|()| data)
 }
 
@@ -417,11 +438,15 @@ extern "C" fn cb_nvram_load(
     let Ok(len) = u32::try_from(blob.len()) else {
         return TPM_FAIL;
     };
+    // libtpms calls back only from inside one of its calls: it is loaded.
+    let Some(lib) = library::loaded() else {
+        return TPM_FAIL;
+    };
     let mut buf: *mut c_uchar = ptr::null_mut();
     // SAFETY: libtpms frees what it receives with TPM_Free, so it must come from
     // TPM_Malloc; we copy `len` bytes into the fresh buffer and hand it over.
     unsafe {
-        let rc = ffi::TPM_Malloc(&mut buf, len.max(1));
+        let rc = (lib.malloc)(&mut buf, len.max(1));
         if rc != TPM_SUCCESS {
             return rc;
         }

@@ -90,7 +90,7 @@ const KEPT_AS_ROOT: [Capability; 2] = [Capability::CAP_DAC_OVERRIDE, Capability:
 pub fn drop_capabilities() -> Result<(), SandboxError> {
     let fail = SandboxError::Capabilities;
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).map_err(fail)? {
-        caps::clear(None, CapSet::Bounding).map_err(fail)?;
+        clear_bounding_set().map_err(fail)?;
     }
     let kept: caps::CapsHashSet = if nix::unistd::geteuid().is_root() {
         KEPT_AS_ROOT.into_iter().collect()
@@ -101,4 +101,17 @@ pub fn drop_capabilities() -> Result<(), SandboxError> {
     caps::clear(None, CapSet::Inheritable).map_err(fail)?;
     caps::set(None, CapSet::Effective, &kept).map_err(fail)?;
     caps::set(None, CapSet::Permitted, &kept).map_err(fail)
+}
+
+/// Empties the bounding set: one PR_CAPBSET_DROP for each capability the kernel knows
+/// (`/proc/sys/kernel/cap_last_cap`). `caps::clear` reads each capability before
+/// dropping it: twice the system calls (82 instead of 41 for root), on the path to the
+/// first control answer. Without procfs (a chroot may have none) it is used all the same.
+fn clear_bounding_set() -> Result<(), caps::errors::CapsError> {
+    match caps::runtime::procfs_all_supported(None) {
+        Ok(known) => known
+            .into_iter()
+            .try_for_each(|cap| caps::drop(None, CapSet::Bounding, cap)),
+        Err(_) => caps::clear(None, CapSet::Bounding),
+    }
 }

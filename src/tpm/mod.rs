@@ -43,6 +43,8 @@ pub const TPM2_CC_SHUTDOWN: u32 = 0x145;
 pub const TPM_ORD_STARTUP: u32 = 0x99;
 /// The vendor command of the Linux vTPM proxy that switches locality (TPM 1.2 and 2).
 pub const TPM_CC_SET_LOCALITY: u32 = 0x2000_1000;
+/// TPM 1.2's TSC_ResetEstablishmentBit (locality 3 or 4): clears the established flag.
+pub const TSC_ORD_RESET_ESTABLISHMENT_BIT: u32 = 0x4000_000B;
 
 pub const TPM2_SU_CLEAR: u16 = 0;
 pub const TPM2_SU_STATE: u16 = 1;

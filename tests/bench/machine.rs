@@ -290,3 +290,16 @@ pub fn describe_cpu() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{} x {model}, Linux {}", cpu_count(), kernel.trim())
 }
+
+/// CPU time a process has used so far, all threads, in ns (`/proc/<pid>/task/*/schedstat`,
+/// first field: time on a CPU). Threads that already ended are not counted.
+pub fn cpu_time_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}

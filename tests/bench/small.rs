@@ -8,6 +8,7 @@ use crate::common::tpm2;
 use crate::context::{Bench, Session};
 use crate::daemon::{Flavor, control_round_trip};
 use crate::echo::Echo;
+use crate::machine::cpu_time_ns;
 use crate::report::Row;
 use crate::stats::Samples;
 use crate::wire::{DataConn, check_ok};
@@ -70,6 +71,9 @@ pub fn run(
     let commands: Vec<(SmallCommand, Vec<u8>)> =
         SmallCommand::ALL.iter().map(|&c| (c, c.bytes())).collect();
     let mut latencies: Vec<[Samples; 2]> = vec![Default::default(); commands.len()];
+    // The daemons' CPU time per command, per batch (polling for the next command
+    // included), in µs.
+    let mut cpu: Vec<[Samples; 2]> = vec![Default::default(); commands.len()];
     let mut echo_samples = Samples::default();
     let echo_command = SmallCommand::GetRandom.bytes();
     batch(
@@ -90,13 +94,18 @@ pub fn run(
     }
     for round in 0..plan.small_rounds {
         for flavor in Flavor::in_order(round) {
-            for (samples, (_, bytes)) in latencies.iter_mut().zip(&commands) {
+            let session = &mut pair[flavor.index()];
+            let pid = session.daemon.pid();
+            for ((samples, cpu), (_, bytes)) in latencies.iter_mut().zip(&mut cpu).zip(&commands) {
+                let before = cpu_time_ns(pid);
                 batch(
-                    &mut pair[flavor.index()].data,
+                    &mut session.data,
                     bytes,
                     plan.small_batch,
                     &mut samples[flavor.index()],
                 );
+                let used = cpu_time_ns(pid).saturating_sub(before);
+                cpu[flavor.index()].push(used as f64 / 1e3 / plan.small_batch as f64);
             }
         }
         batch(
@@ -118,6 +127,15 @@ pub fn run(
         "us",
         &echo_samples,
     ));
+    for ((command, _), samples) in commands.iter().zip(&cpu) {
+        bench.report.add(Row::compare(
+            section,
+            format!("{}: daemon CPU time per command", command.name()),
+            "us",
+            samples,
+            false,
+        ));
+    }
     for ((command, _), samples) in commands.iter().zip(&latencies) {
         let per_second = samples.each_ref().map(|s| s.len() as f64 / (s.sum() / 1e6));
         bench.report.add(Row::values(

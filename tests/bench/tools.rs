@@ -10,57 +10,16 @@ use crate::daemon::Flavor;
 
 pub enum Tool {
     Plain,
-    /// `valgrind --tool=callgrind`, profile written to `out`.
+    /// `valgrind --tool=callgrind`, profile written to `out`; the daemon runs without
+    /// its seccomp filter (`--seccomp action=none`: valgrind cannot run the seccomp
+    /// system call).
     Callgrind {
         out: PathBuf,
-        filter_off: FilterOff,
     },
     /// `strace -f -c`, the summary table written to `out`.
     Strace {
         out: PathBuf,
     },
-}
-
-/// How a daemon under valgrind does without its seccomp filter (valgrind cannot
-/// run the seccomp system call).
-pub enum FilterOff {
-    /// `--seccomp action=none`.
-    Option,
-    /// The daemon lacks that option: preload `no_seccomp.c`, built at this path.
-    Preload(PathBuf),
-}
-
-impl FilterOff {
-    /// The option if the daemon advertises `cmdarg-seccomp`, the shim otherwise.
-    pub fn for_flavor(flavor: Flavor, scratch: &Path) -> FilterOff {
-        let output = Command::new(flavor.program())
-            .args(["socket", "--print-capabilities"])
-            .output()
-            .expect("run --print-capabilities");
-        if String::from_utf8_lossy(&output.stdout).contains("\"cmdarg-seccomp\"") {
-            FilterOff::Option
-        } else {
-            FilterOff::Preload(build_no_seccomp_shim(scratch))
-        }
-    }
-}
-
-/// Compiles `no_seccomp.c` with the C compiler Rust links with (once per directory).
-fn build_no_seccomp_shim(scratch: &Path) -> PathBuf {
-    let library = scratch.join("no_seccomp.so");
-    if library.exists() {
-        return library;
-    }
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/no_seccomp.c");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("run cc to build tests/bench/no_seccomp.c");
-    assert!(status.success(), "cc failed to build {}", source.display());
-    library
 }
 
 impl Tool {
@@ -80,21 +39,14 @@ impl Tool {
                 command.args(args);
                 command
             }
-            Tool::Callgrind { out, filter_off } => {
+            Tool::Callgrind { out } => {
                 let mut command = Command::new("valgrind");
                 command
                     .arg("--tool=callgrind")
                     .arg(format!("--callgrind-out-file={}", out.display()))
                     .arg(flavor.program())
-                    .args(args);
-                match filter_off {
-                    FilterOff::Option => {
-                        command.args(["--seccomp", "action=none"]);
-                    }
-                    FilterOff::Preload(library) => {
-                        command.env("LD_PRELOAD", library);
-                    }
-                }
+                    .args(args)
+                    .args(["--seccomp", "action=none"]);
                 command
             }
             Tool::Strace { out } => {

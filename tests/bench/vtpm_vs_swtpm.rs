@@ -25,8 +25,8 @@
 //! vtpm/swtpm; then every goal of the issue with PASS/FAIL, the profiles, and the path
 //! of the JSON file with everything. Needs valgrind and strace; under valgrind, which
 //! cannot run the seccomp call, daemons run without their filter (`--seccomp
-//! action=none`, or the `no_seccomp.c` shim for a vtpm without that option). No daemon
-//! outlives the benchmark, also when it panics.
+//! action=none`, which both have). No daemon outlives the benchmark, also when it
+//! panics.
 
 mod common;
 mod context;

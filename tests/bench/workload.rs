@@ -2,10 +2,12 @@
 //! idle, the small commands and the control channel, durable NV writes, CreatePrimary,
 //! and memory after all that — over UNIX sockets; then the small commands over TCP.
 
+use std::time::Instant;
+
 use crate::context::{Bench, Launched, Session, StartState};
 use crate::daemon::{Flavor, Transport};
 use crate::echo::Echo;
-use crate::machine::Memory;
+use crate::machine::{Memory, cpu_time_ns};
 use crate::report::{Goal, Row};
 use crate::small::{self, SmallCommand};
 use crate::tools::Tool;
@@ -50,6 +52,7 @@ pub fn unix(bench: &mut Bench) {
     }
     drop(echo);
     latency_goal(bench, "small-command latency, UNIX", &ratios);
+    idle_cpu(bench, section, &pair);
     small::control_channel(bench, section, &mut pair);
     nvwrite::run(bench, &mut pair);
     primary::run(bench, &mut pair);
@@ -82,6 +85,23 @@ pub fn tcp(bench: &mut Bench) {
     for session in pair {
         session.finish();
     }
+}
+
+/// CPU time the daemons use while no command comes, from right after the last one (so
+/// polling for a next command that never comes is included), per second.
+fn idle_cpu(bench: &mut Bench, section: &'static str, pair: &[Session; 2]) {
+    let pids = Flavor::BOTH.map(|flavor| pair[flavor.index()].daemon.pid());
+    let before = pids.map(cpu_time_ns);
+    let started = Instant::now();
+    std::thread::sleep(bench.plan.idle_time);
+    let elapsed = started.elapsed().as_secs_f64();
+    let used = [0, 1].map(|i| cpu_time_ns(pids[i]).saturating_sub(before[i]) as f64 / 1e3);
+    bench.report.add(Row::values(
+        section,
+        "daemon CPU time while idle, after the last command",
+        "us/s",
+        used.map(|us| us / elapsed),
+    ));
 }
 
 fn memory(pair: &[Session; 2]) -> [Memory; 2] {
